@@ -1,0 +1,39 @@
+# Raven: `make serve` and `make test` do all set-up on a fresh machine (Python 3.11+, make, a registry).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: serve test generate check-generated lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/raven serve $(ARGS)
+
+generate: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+check-generated: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py --check
+
+lint: $(STAMP)
+	$(BIN)/buf format -d --exit-code
+	$(BIN)/buf lint
+	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	bash bench/run.sh $(ARGS)
+
+clean:
+	rm -rf $(VENV) .raven .pytest_cache

@@ -1,0 +1,315 @@
+"""Domain types: frozen msgspec Structs, free of any transport."""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+
+class Frozen(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Base for immutable domain values."""
+
+
+# ----------------------------------------------------------------------------------------- chat
+class ContentPart(Frozen):
+    type: str  # "text" | "image_url"
+    text: str = ""
+    image_url: str = ""
+    detail: str = ""
+
+
+class ToolCall(Frozen):
+    id: str
+    name: str
+    arguments: str  # JSON text, passed through unchanged
+
+
+class Message(Frozen):
+    role: str
+    content: str | None = None
+    parts: tuple[ContentPart, ...] = ()
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def text(self) -> str:
+        """All the text of the message (content or text parts)."""
+        if self.parts:
+            return "".join(p.text for p in self.parts if p.type == "text")
+        return self.content or ""
+
+
+class Tool(Frozen):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolChoice(Frozen):
+    mode: Literal["none", "auto", "required", "function"]
+    name: str | None = None  # for mode "function"
+
+
+class ResponseFormat(Frozen):
+    type: Literal["text", "json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    strict: bool | None = None
+
+
+class ChatRequest(Frozen):
+    """A validated chat request as the domain sees it (OpenAI semantics)."""
+
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    user: str | None = None
+    models: tuple[str, ...] = ()  # fallback list
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)  # unknown top-level keys
+    stream: bool = False
+
+    def set_params(self) -> set[str]:
+        """Names of the optional parameters this request sets."""
+        names = set()
+        for name in OPTIONAL_PARAMS:
+            value = getattr(self, name)
+            if value is not None and value != () and value != {}:
+                names.add(name)
+        return names | set(self.extra)
+
+
+OPTIONAL_PARAMS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "frequency_penalty",
+    "presence_penalty",
+    "user",
+)
+
+
+# ------------------------------------------------------------------------------- stream events
+class TextDelta(Frozen, tag="text"):
+    text: str
+
+
+class ToolCallDelta(Frozen, tag="tool_call"):
+    """A fragment of a tool call: id and name on the first fragment, arguments in pieces."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class Finish(Frozen, tag="finish"):
+    reason: str  # one of FinishReason
+    native: str = ""
+
+
+class UsageReport(Frozen, tag="usage"):
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+
+
+ChatEvent = TextDelta | ToolCallDelta | Finish | UsageReport
+
+
+class ChatResult(Frozen):
+    """A whole completion from a provider (unary calls)."""
+
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str = "stop"
+    native_finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False
+
+
+class ProviderChatRequest(Frozen):
+    """What a provider adapter receives: the request with the upstream model name and only the
+    parameters that model supports."""
+
+    upstream_model: str
+    request: ChatRequest
+
+
+# ------------------------------------------------------------------------------------- catalogue
+class Route(Frozen):
+    provider: str
+    model: str
+
+
+class ModelInfo(Frozen):
+    id: str
+    routes: tuple[Route, ...]
+    capabilities: tuple[str, ...] = ("chat",)
+    context_length: int = 8192
+    price_input_per_mtok: Decimal = Decimal(0)
+    price_output_per_mtok: Decimal = Decimal(0)
+    price_per_image: Decimal = Decimal(0)
+    price_per_video_second: Decimal = Decimal(0)
+    supported_parameters: tuple[str, ...] = OPTIONAL_PARAMS
+    description: str = ""
+    created: int = 0
+    max_output_tokens: int = 4096
+
+
+# ------------------------------------------------------------------------------------- images/video
+class ImageRequest(Frozen):
+    model: str
+    prompt: str
+    n: int = 1
+    width: int = 1024
+    height: int = 1024
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    seed: int | None = None
+    quality: str | None = None
+    style: str | None = None
+
+
+class GeneratedImage(Frozen):
+    png: bytes
+    revised_prompt: str = ""
+
+
+class VideoRequest(Frozen):
+    model: str
+    prompt: str
+    seconds: int = 4
+    width: int = 640
+    height: int = 360
+    image: bytes | None = None  # first frame (PNG/JPEG bytes) for image-to-video
+    seed: int | None = None
+
+
+class VideoState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class VideoResult(Frozen):
+    data: bytes
+    mime_type: str = "video/mp4"
+
+
+# ------------------------------------------------------------------------------------- keys/usage
+class ApiKey(msgspec.Struct, kw_only=True):
+    """A stored key. `secret_hash` is SHA-256 of the secret; the secret itself is never stored."""
+
+    id: str
+    name: str
+    secret_hash: str
+    prefix: str
+    rpm: int = 0  # 0 = unlimited
+    concurrency: int = 0  # 0 = unlimited
+    credits: Decimal | None = None  # None = unlimited
+    credits_used: Decimal = Decimal(0)
+    credits_reserved: Decimal = Decimal(0)
+    admin: bool = False
+    revoked: bool = False
+    created_at: float = 0.0
+
+
+class Principal(Frozen):
+    """The authenticated caller."""
+
+    key_id: str
+    name: str
+    admin: bool = False
+    rpm: int = 0
+    concurrency: int = 0
+    has_credit_limit: bool = False
+
+
+class UsageRecord(msgspec.Struct, kw_only=True):
+    """One generation's usage: written for every completion, whatever its outcome."""
+
+    id: str
+    key_id: str
+    kind: str = "chat"  # chat | image | video
+    model: str
+    provider: str = ""
+    upstream_model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    latency_ms: int = 0
+    ttft_ms: int = 0
+    status: str = "completed"  # completed | failed | cancelled
+    finish_reason: str = ""
+    native_finish_reason: str = ""
+    streamed: bool = False
+    usage_estimated: bool = False
+    attempts: tuple[str, ...] = ()
+    error: str = ""
+    created_at: float = 0.0
+
+
+class UsageSummary(Frozen):
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+
+
+class StoredFile(Frozen):
+    id: str
+    key_id: str
+    mime_type: str
+    data: bytes
+    created_at: float = 0.0
+
+
+class VideoTask(msgspec.Struct, kw_only=True):
+    """A video generation task as stored."""
+
+    id: str
+    key_id: str
+    model: str
+    prompt: str
+    seconds: int
+    width: int
+    height: int
+    request_id: str = ""
+    seed: int | None = None
+    image: bytes | None = None
+    state: VideoState = VideoState.QUEUED
+    progress: int = 0
+    provider: str = ""
+    upstream_task_id: str = ""  # for asynchronous upstream job APIs
+    file_ids: tuple[str, ...] = ()
+    file_sizes: tuple[int, ...] = ()
+    error: str = ""
+    reserved: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+    created_at: float = 0.0
+    completed_at: float | None = None
+    lease_owner: str = ""
+    lease_until: float = 0.0
