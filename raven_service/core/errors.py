@@ -20,6 +20,9 @@ class RavenError(Exception):
     """Base of all domain errors. `code` is the OpenAI-style error code."""
 
     code: str = "internal_error"
+    #: The caller's rate-limit state when the error happened (policy.ratelimit.RateInfo), so that
+    #: error responses carry the same x-ratelimit-* information as successes.
+    rate: object | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

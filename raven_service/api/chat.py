@@ -1,0 +1,124 @@
+"""ChatService servicer: proto <-> domain, streaming as an async generator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from raven.v1 import chat_pb2, chat_service_pb2, chat_service_pb2_grpc
+from raven_service.api import convert
+from raven_service.api.context import authenticate, send_rate
+from raven_service.api.errors import abort
+from raven_service.app.chat import ChatUseCase, Served, StreamEnd, StreamFailed
+from raven_service.core.errors import RavenError
+from raven_service.core.types import Finish, TextDelta, ToolCallDelta
+from raven_service.policy.auth import Authenticator
+
+_ASSISTANT = "assistant"
+
+
+def _extra_meta(adm_id: str, dropped: tuple[str, ...], provider: str = "") -> tuple[tuple[str, str], ...]:
+    meta = [("x-raven-generation-id", adm_id)]
+    if dropped:
+        meta.append(("x-raven-dropped-params", ",".join(dropped)))
+    if provider:
+        meta.append(("x-raven-provider", provider))
+    return tuple(meta)
+
+
+class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
+    def __init__(self, auth: Authenticator, chat: ChatUseCase) -> None:
+        self._auth = auth
+        self._chat = chat
+
+    async def CreateChatCompletion(
+        self, request: chat_service_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> chat_service_pb2.CreateChatCompletionResponse:
+        principal = await authenticate(self._auth, context)
+        try:
+            adm = await self._chat.admit(principal, convert.chat_request(request, stream=False))
+            done = await self._chat.complete(adm)
+        except RavenError as exc:
+            await abort(context, exc)
+            raise
+        await send_rate(context, adm.ticket.rate, _extra_meta(done.id, done.dropped, done.provider))
+        r = done.result
+        message = chat_pb2.AssistantMessage(
+            role=_ASSISTANT,
+            tool_calls=[chat_pb2.ToolCall(id=c.id, type="function", name=c.name, arguments=c.arguments)
+                        for c in r.tool_calls],
+        )
+        if r.content is not None:
+            message.content = r.content
+        return chat_service_pb2.CreateChatCompletionResponse(
+            id=done.id,
+            model=done.model,
+            created=done.created,
+            choices=[chat_pb2.ChatChoice(index=0, message=message, finish_reason=r.finish_reason,
+                                         native_finish_reason=r.native_finish_reason)],
+            usage=convert.usage(r.prompt_tokens, r.completion_tokens, done.cost, r.usage_estimated),
+            provider=done.provider,
+            dropped_params=list(done.dropped),
+        )
+
+    async def StreamChatCompletion(
+        self, request: chat_service_pb2.StreamChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_service_pb2.StreamChatCompletionResponse]:
+        principal = await authenticate(self._auth, context)
+        try:
+            adm = await self._chat.admit(principal, convert.chat_request(request, stream=True))
+        except RavenError as exc:
+            await abort(context, exc)
+            raise
+        Response = chat_service_pb2.StreamChatCompletionResponse
+        Choice, Delta = chat_pb2.ChunkChoice, chat_pb2.ChatDelta
+        base = {"id": adm.id, "model": adm.model.id, "created": adm.created}
+        first = True
+        provider = ""
+        events = self._chat.stream(adm)
+        try:
+            async for ev in events:
+                kind = type(ev)
+                if kind is TextDelta:
+                    delta = Delta(content=ev.text)
+                    choice = Choice(index=0, delta=delta)
+                elif kind is ToolCallDelta:
+                    tc = chat_pb2.ToolCallDelta(index=ev.index)
+                    if ev.id is not None:
+                        tc.id, tc.type = ev.id, "function"
+                    if ev.name is not None:
+                        tc.name = ev.name
+                    if ev.arguments or ev.id is not None:
+                        tc.arguments = ev.arguments
+                    choice = Choice(index=0, delta=Delta(tool_calls=[tc]))
+                elif kind is Finish:
+                    choice = Choice(index=0, delta=Delta(), finish_reason=ev.reason,
+                                    native_finish_reason=ev.native)
+                elif kind is Served:
+                    provider = ev.provider
+                    continue
+                elif kind is StreamFailed:
+                    yield Response(**base, error=chat_service_pb2.StreamError(
+                        message=ev.message, type="api_error", code=ev.code),
+                        choices=[Choice(index=0, delta=Delta(), finish_reason="error",
+                                        native_finish_reason="")])
+                    continue
+                elif kind is StreamEnd:
+                    yield Response(**base, choices=[], usage=convert.usage(
+                        ev.usage.prompt_tokens, ev.usage.completion_tokens, ev.cost, ev.usage.estimated))
+                    continue
+                else:
+                    continue
+                if first:
+                    first = False
+                    choice.delta.role = _ASSISTANT
+                    await send_rate(context, adm.ticket.rate, _extra_meta(adm.id, adm.dropped, provider))
+                    yield Response(**base, choices=[choice], provider=provider, dropped_params=list(adm.dropped))
+                    continue
+                yield Response(**base, choices=[choice])
+        except RavenError as exc:
+            await abort(context, exc)
+            raise
+        finally:
+            await events.aclose()

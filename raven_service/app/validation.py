@@ -1,0 +1,99 @@
+"""Request validation: every bad request is rejected here, before any upstream is involved."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from raven_service.core.errors import InvalidArgument
+from raven_service.core.types import ROLES, ChatRequest
+
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_STOP = 4
+
+
+def _range(value: float | None, param: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
+        left = "(" if lo_open else "["
+        raise InvalidArgument(f"'{param}' must be in {left}{lo:g}, {hi:g}], got {value}.", param=param,
+                              code="invalid_value")
+
+
+def validate_chat(req: ChatRequest) -> None:
+    if not req.model:
+        raise InvalidArgument("'model' is required.", param="model", code="missing_required_parameter")
+    if not req.messages:
+        raise InvalidArgument("'messages' must contain at least one message.", param="messages",
+                              code="invalid_value")
+    _validate_messages(req)
+    _validate_sampling(req)
+    _validate_tools(req)
+
+
+def _validate_messages(req: ChatRequest) -> None:
+    for i, msg in enumerate(req.messages):
+        where = f"messages[{i}]"
+        if msg.role not in ROLES:
+            raise InvalidArgument(
+                f"'{where}.role' must be one of {', '.join(sorted(ROLES))}, got '{msg.role}'.",
+                param=f"{where}.role", code="invalid_value",
+            )
+        if msg.role == "tool" and not msg.tool_call_id:
+            raise InvalidArgument(f"'{where}.tool_call_id' is required for tool messages.",
+                                  param=f"{where}.tool_call_id", code="missing_required_parameter")
+        if msg.tool_calls and msg.role != "assistant":
+            raise InvalidArgument(f"'{where}.tool_calls' is only allowed on assistant messages.",
+                                  param=f"{where}.tool_calls", code="invalid_value")
+        for j, call in enumerate(msg.tool_calls):
+            if not call.name:
+                raise InvalidArgument(f"'{where}.tool_calls[{j}].function.name' is required.",
+                                      param=f"{where}.tool_calls[{j}].function.name",
+                                      code="missing_required_parameter")
+        for j, part in enumerate(msg.parts):
+            if part.type not in ("text", "image_url"):
+                raise InvalidArgument(f"'{where}.content[{j}].type' must be 'text' or 'image_url'.",
+                                      param=f"{where}.content[{j}].type", code="invalid_value")
+
+
+def _validate_sampling(req: ChatRequest) -> None:
+    _range(req.temperature, "temperature", 0.0, 2.0)
+    _range(req.top_p, "top_p", 0.0, 1.0, lo_open=True)
+    _range(req.frequency_penalty, "frequency_penalty", -2.0, 2.0)
+    _range(req.presence_penalty, "presence_penalty", -2.0, 2.0)
+    if req.max_tokens is not None and req.max_tokens < 1:
+        raise InvalidArgument(f"'max_tokens' must be at least 1, got {req.max_tokens}.", param="max_tokens",
+                              code="invalid_value")
+    if req.seed is not None and not (-(2**63) <= req.seed < 2**63):
+        raise InvalidArgument("'seed' is out of range.", param="seed", code="invalid_value")
+    if len(req.stop) > MAX_STOP:
+        raise InvalidArgument(f"'stop' accepts at most {MAX_STOP} sequences.", param="stop", code="invalid_value")
+    if any(not s for s in req.stop):
+        raise InvalidArgument("'stop' sequences must not be empty.", param="stop", code="invalid_value")
+
+
+def _validate_tools(req: ChatRequest) -> None:
+    names = set()
+    for i, tool in enumerate(req.tools):
+        if not _TOOL_NAME.match(tool.name or ""):
+            raise InvalidArgument(
+                f"'tools[{i}].function.name' must be 1-64 characters of a-z, A-Z, 0-9, _ or -.",
+                param=f"tools[{i}].function.name", code="invalid_value",
+            )
+        if tool.parameters is not None and not isinstance(tool.parameters, dict):
+            raise InvalidArgument(f"'tools[{i}].function.parameters' must be an object.",
+                                  param=f"tools[{i}].function.parameters", code="invalid_value")
+        names.add(tool.name)
+    choice = req.tool_choice
+    if choice is not None:
+        if choice.mode == "function" and choice.name not in names:
+            raise InvalidArgument(f"'tool_choice' names function '{choice.name}' which is not in 'tools'.",
+                                  param="tool_choice", code="invalid_value")
+        if choice.mode == "required" and not req.tools:
+            raise InvalidArgument("'tool_choice' is 'required' but no 'tools' were given.",
+                                  param="tool_choice", code="invalid_value")
+    fmt = req.response_format
+    if fmt is not None and fmt.type == "json_schema" and not isinstance(fmt.schema, dict):
+        raise InvalidArgument("'response_format.json_schema.schema' is required for type 'json_schema'.",
+                              param="response_format.json_schema.schema", code="missing_required_parameter")

@@ -1,0 +1,209 @@
+"""Settings: defaults < config file (TOML) < RAVEN_* environment < command-line flags.
+
+The config file holds top-level scalar settings (same names as below), `[providers.NAME]` tables
+and `[models."slug"]` tables, exactly as in SPEC §2.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from raven_service.core.types import OPTIONAL_PARAMS, ModelInfo, Route
+
+PROVIDER_KINDS = ("openai", "anthropic", "gemini", "local")
+CAPABILITIES = ("chat", "tools", "json", "images", "video")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says exactly what and where."""
+
+
+class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    kind: str
+    base_url: str = ""
+    api_key_env: str = ""
+    connect_timeout: float = 10.0
+    first_byte_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    max_retries: int = 2
+    headers: dict[str, str] = {}
+    # local provider only
+    tokens_per_second: float | None = None
+
+
+class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    provider: str
+    model: str
+
+
+class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    routes: list[RouteConfig]
+    capabilities: list[str] = ["chat"]
+    context_length: int = 8192
+    max_output_tokens: int = 4096
+    price_input_per_mtok: float | str = 0
+    price_output_per_mtok: float | str = 0
+    price_per_image: float | str = 0
+    price_per_video_second: float | str = 0
+    supported_parameters: list[str] | None = None
+    description: str = ""
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    """Every setting; each also comes from the environment as RAVEN_<NAME>."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 50051
+    data_dir: str = ".raven"
+    database_url: str = ""  # empty: SQLite under data_dir
+    redis_url: str = ""  # empty: in-process limits
+    config: str = ""  # path of the TOML file this came from
+    default_rpm: int = 600
+    default_concurrency: int = 32
+    max_body_bytes: int = 10 * 1024 * 1024
+    sse_keepalive_seconds: float = 10.0
+    local_tokens_per_second: float = 100.0
+    usage_flush_interval: float = 0.2
+    usage_queue_size: int = 10000
+    lease_ttl_seconds: float = 30.0
+    video_workers: int = 2
+    grpc_reflection: bool = True
+    public_base_url: str = ""
+    log_level: str = "info"
+    providers: dict[str, ProviderConfig] = {}
+    models: dict[str, ModelConfig] = {}
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.data_dir) / "raven.db"
+
+
+SCALAR_FIELDS = {
+    f.name: f.type for f in msgspec.structs.fields(Settings) if f.name not in ("providers", "models")
+}
+
+
+def _coerce(name: str, raw: str, typ: Any) -> Any:
+    try:
+        if typ is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if typ is int:
+            return int(raw)
+        if typ is float:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"RAVEN_{name.upper()}={raw!r} is not a valid {typ.__name__}") from None
+    return raw
+
+
+def load_settings(
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Builds Settings from a TOML file, the environment and explicit overrides."""
+    env = os.environ if environ is None else environ
+    path = config_path or env.get("RAVEN_CONFIG") or ""
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(SCALAR_FIELDS) - {"providers", "models"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level setting(s) {', '.join(unknown)}")
+    for name, typ in SCALAR_FIELDS.items():
+        raw = env.get(f"RAVEN_{name.upper()}")
+        if raw is not None and name != "config":
+            data[name] = _coerce(name, raw, typ)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            data[name] = value
+    data["config"] = path
+    try:
+        settings = msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path or 'settings'}: {exc}") from None
+    check_settings(settings)
+    return settings
+
+
+def _decimal(value: float | str, where: str) -> Decimal:
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        raise ConfigError(f"{where}: {value!r} is not a number") from None
+    if d < 0 or not d.is_finite():
+        raise ConfigError(f"{where}: must be a non-negative number, got {value!r}")
+    return d
+
+
+def check_settings(settings: Settings) -> None:
+    """Validates cross-references; raises ConfigError naming the exact key."""
+    for name, prov in settings.providers.items():
+        where = f"providers.{name}"
+        if prov.kind not in PROVIDER_KINDS:
+            raise ConfigError(f"{where}.kind: {prov.kind!r} is not one of {', '.join(PROVIDER_KINDS)}")
+        if prov.kind != "local" and not prov.base_url:
+            raise ConfigError(f"{where}.base_url is required for kind {prov.kind!r}")
+        if prov.base_url and not prov.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url must start with http:// or https://")
+        for t in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
+            if getattr(prov, t) <= 0:
+                raise ConfigError(f"{where}.{t} must be > 0")
+        if prov.max_retries < 0:
+            raise ConfigError(f"{where}.max_retries must be >= 0")
+    known = set(settings.providers) | {"local"}
+    for slug, model in settings.models.items():
+        where = f'models."{slug}"'
+        if not model.routes:
+            raise ConfigError(f"{where}.routes must list at least one route")
+        for i, route in enumerate(model.routes):
+            if route.provider not in known:
+                raise ConfigError(f"{where}.routes[{i}].provider: unknown provider {route.provider!r}")
+        for cap in model.capabilities:
+            if cap not in CAPABILITIES:
+                raise ConfigError(f"{where}.capabilities: {cap!r} is not one of {', '.join(CAPABILITIES)}")
+        if model.context_length <= 0:
+            raise ConfigError(f"{where}.context_length must be > 0")
+        for p in ("price_input_per_mtok", "price_output_per_mtok", "price_per_image", "price_per_video_second"):
+            _decimal(getattr(model, p), f"{where}.{p}")
+
+
+def model_infos(settings: Settings) -> list[ModelInfo]:
+    """The configured catalogue as domain objects."""
+    out = []
+    for slug, m in settings.models.items():
+        where = f'models."{slug}"'
+        out.append(
+            ModelInfo(
+                id=slug,
+                routes=tuple(Route(provider=r.provider, model=r.model) for r in m.routes),
+                capabilities=tuple(m.capabilities),
+                context_length=m.context_length,
+                max_output_tokens=m.max_output_tokens,
+                price_input_per_mtok=_decimal(m.price_input_per_mtok, where),
+                price_output_per_mtok=_decimal(m.price_output_per_mtok, where),
+                price_per_image=_decimal(m.price_per_image, where),
+                price_per_video_second=_decimal(m.price_per_video_second, where),
+                supported_parameters=tuple(
+                    m.supported_parameters if m.supported_parameters is not None else OPTIONAL_PARAMS
+                ),
+                description=m.description,
+            )
+        )
+    return out

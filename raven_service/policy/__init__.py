@@ -1,0 +1,1 @@
+"""Admission policy: authentication, rate and concurrency limits."""

@@ -1,0 +1,1 @@
+"""Model catalogue and routing: ordered routes, retries, fallbacks, circuit breaking."""

@@ -1,0 +1,189 @@
+"""The router: tries a request's routes in order with retries, backoff and circuit breaking.
+
+Rules (SPEC §5): on connect error, timeout, 5xx or 429 before the first byte, retry the route with
+exponential backoff and jitter (honouring Retry-After), then fall back to the next route. A 4xx
+caused by the request is never retried. Once a stream has produced its first event the route is
+committed: later failures surface to the caller, never a switch of route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from raven_service.core.errors import UpstreamError
+from raven_service.core.ports import ChatProvider
+from raven_service.core.types import ChatEvent, ChatResult, ModelInfo, ProviderChatRequest, Route
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 2
+    base_delay: float = 0.25
+    max_delay: float = 4.0
+
+
+@dataclass(slots=True)
+class _Breaker:
+    failures: int = 0
+    open_until: float = 0.0
+    probing: bool = False
+
+
+class CircuitBreakers:
+    """Per-route breakers: `threshold` consecutive failures open a route for `cooldown` seconds;
+    then one probe is let through (half-open); its success closes the breaker."""
+
+    def __init__(self, threshold: int = 5, cooldown: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._clock = clock
+        self._state: dict[tuple[str, str], _Breaker] = {}
+
+    def allow(self, route: Route) -> bool:
+        b = self._state.get((route.provider, route.model))
+        if b is None or b.failures < self.threshold:
+            return True
+        if self._clock() < b.open_until or b.probing:
+            return False
+        b.probing = True  # half-open: this caller is the probe
+        return True
+
+    def success(self, route: Route) -> None:
+        self._state.pop((route.provider, route.model), None)
+
+    def failure(self, route: Route) -> None:
+        b = self._state.setdefault((route.provider, route.model), _Breaker())
+        b.failures += 1
+        b.probing = False
+        if b.failures >= self.threshold:
+            b.open_until = self._clock() + self.cooldown
+
+    def is_open(self, route: Route) -> bool:
+        b = self._state.get((route.provider, route.model))
+        return b is not None and b.failures >= self.threshold and self._clock() < b.open_until
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One model of the plan with the request as that model gets it."""
+
+    model: ModelInfo
+    route: Route
+    request: ProviderChatRequest
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the router did: the route that served (if any) and every attempt."""
+
+    served: Target | None = None
+    attempts: list[str] = field(default_factory=list)
+
+
+class NoRouteAvailable(UpstreamError):
+    code = "no_route_available"
+
+
+class Router:
+    def __init__(
+        self,
+        providers: dict[str, ChatProvider],
+        policies: dict[str, RetryPolicy] | None = None,
+        breakers: CircuitBreakers | None = None,
+        *,
+        sleep: Callable[[float], object] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._providers = providers
+        self._policies = policies or {}
+        self.breakers = breakers or CircuitBreakers()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def provider(self, name: str) -> ChatProvider:
+        return self._providers[name]
+
+    def _delay(self, policy: RetryPolicy, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, policy.max_delay)
+        backoff = min(policy.max_delay, policy.base_delay * (2**attempt))
+        return backoff * (0.5 + self._rng.random() / 2)  # jitter
+
+    async def _attempts(self, targets: list[Target], outcome: Outcome):
+        """Yields (target, try_number) for every allowed attempt, sleeping between retries."""
+        last_error: UpstreamError | None = None
+        for target in targets:
+            if not self.breakers.allow(target.route):
+                outcome.attempts.append(f"{target.route.provider}/{target.route.model}:circuit_open")
+                continue
+            policy = self._policies.get(target.route.provider, RetryPolicy())
+            for n in range(policy.max_retries + 1):
+                error = yield target, n
+                if error is None:
+                    return
+                last_error = error
+                if not error.retryable:
+                    raise error
+                if n < policy.max_retries:
+                    await self._sleep(self._delay(policy, n, error.retry_after))
+        if last_error is not None:
+            raise last_error
+        raise NoRouteAvailable("No route is available for this model right now (all circuits open).",
+                               retryable=True)
+
+    def _note(self, outcome: Outcome, target: Target, result: str) -> None:
+        outcome.attempts.append(f"{target.route.provider}/{target.route.model}:{result}")
+
+    async def complete(self, targets: list[Target], outcome: Outcome) -> ChatResult:
+        gen = self._attempts(targets, outcome)
+        step = await gen.__anext__()
+        while True:
+            target, _ = step
+            try:
+                result = await self._providers[target.route.provider].complete(target.request)
+            except UpstreamError as exc:
+                self._note(outcome, target, exc.code)
+                if exc.retryable:
+                    self.breakers.failure(target.route)
+                step = await gen.asend(exc)
+                continue
+            self._note(outcome, target, "ok")
+            self.breakers.success(target.route)
+            outcome.served = target
+            await gen.aclose()
+            return result
+
+    async def stream(self, targets: list[Target], outcome: Outcome) -> AsyncIterator[ChatEvent]:
+        """Streams from the first route that produces an event; fails over only before that."""
+        gen = self._attempts(targets, outcome)
+        step = await gen.__anext__()
+        while True:
+            target, _ = step
+            events = self._providers[target.route.provider].stream(target.request)
+            try:
+                first = await events.__anext__()
+            except UpstreamError as exc:
+                await events.aclose()
+                self._note(outcome, target, exc.code)
+                if exc.retryable:
+                    self.breakers.failure(target.route)
+                step = await gen.asend(exc)
+                continue
+            except StopAsyncIteration:
+                first = None
+            await gen.aclose()
+            outcome.served = target
+            self._note(outcome, target, "ok")
+            self.breakers.success(target.route)
+            break
+        try:
+            if first is not None:
+                yield first
+                async for event in events:
+                    yield event
+        finally:
+            await events.aclose()

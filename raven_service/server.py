@@ -1,0 +1,255 @@
+"""The composition root: builds the domain from settings, the gRPC server, and `serve()`.
+
+The only module that wires adapters (storage, limiter, providers) to use cases and servicers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from raven.v1 import (
+    chat_service_pb2,
+    chat_service_pb2_grpc,
+    file_service_pb2,
+    file_service_pb2_grpc,
+    image_service_pb2,
+    image_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
+    usage_service_pb2,
+    usage_service_pb2_grpc,
+    video_service_pb2,
+    video_service_pb2_grpc,
+)
+from raven_service.accounting.usage import UsageWriter
+from raven_service.api.accounts import KeyServicer, UsageServicer
+from raven_service.api.chat import ChatServicer
+from raven_service.api.media import FileServicer, ImageServicer, ModelServicer, VideoServicer
+from raven_service.app.accounts import KeyAdmin, UsageQueries
+from raven_service.app.admission import Admitter
+from raven_service.app.chat import ChatUseCase
+from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
+from raven_service.config import Settings
+from raven_service.core.ports import Limiter, Store
+from raven_service.jobs.videos import VideoWorker
+from raven_service.policy.auth import Authenticator, create_key
+from raven_service.policy.ratelimit import InProcessLimiter
+from raven_service.providers.registry import build_providers
+from raven_service.routing.catalogue import Catalogue
+from raven_service.routing.router import Router
+
+log = logging.getLogger("raven.server")
+
+SERVICE_NAMES = (
+    chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    image_service_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,
+    video_service_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name,
+    file_service_pb2.DESCRIPTOR.services_by_name["FileService"].full_name,
+    key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+)
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.database_url:
+        from raven_service.storage.postgres import PostgresStore  # scale-out backend
+
+        return PostgresStore(settings.database_url)
+    from raven_service.storage.sqlite import SqliteStore
+
+    return SqliteStore(Path(settings.data_dir) / "raven.db")
+
+
+def open_limiter(settings: Settings) -> Limiter:
+    if settings.redis_url:
+        from raven_service.policy.redis_limits import RedisLimiter  # scale-out backend
+
+        return RedisLimiter(settings.redis_url, lease_ttl=settings.lease_ttl_seconds)
+    return InProcessLimiter()
+
+
+@dataclass
+class Services:
+    """Every long-lived object of one service instance."""
+
+    settings: Settings
+    store: Store
+    limiter: Limiter
+    auth: Authenticator
+    admitter: Admitter
+    usage: UsageWriter
+    catalogue: Catalogue
+    router: Router
+    chat: ChatUseCase
+    images: ImageUseCase
+    videos: VideoUseCase
+    files: FileUseCase
+    keys: KeyAdmin
+    usage_queries: UsageQueries
+    worker: VideoWorker
+    closers: list = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.worker.stop()
+        await self.admitter.drain()
+        await self.usage.close()
+        for closer in self.closers:
+            with contextlib.suppress(Exception):
+                await closer()
+        await self.limiter.close()
+        await self.store.close()
+
+
+async def build_services(settings: Settings, *, store: Store | None = None, start_workers: bool = True) -> Services:
+    store = store or open_store(settings)
+    await store.open()
+    limiter = open_limiter(settings)
+    providers = build_providers(settings)
+    catalogue = Catalogue(providers.models)
+    usage = UsageWriter(store, max_queue=settings.usage_queue_size, flush_interval=settings.usage_flush_interval)
+    usage.start()
+    auth = Authenticator(store)
+    admitter = Admitter(store, limiter)
+    router = Router(providers.chat, providers.retry_policies)
+    worker = VideoWorker(store, catalogue, providers.video, usage, concurrency=settings.video_workers,
+                         lease_seconds=settings.lease_ttl_seconds)
+    services = Services(
+        settings=settings, store=store, limiter=limiter, auth=auth, admitter=admitter, usage=usage,
+        catalogue=catalogue, router=router,
+        chat=ChatUseCase(catalogue, router, admitter, usage),
+        images=ImageUseCase(catalogue, providers.image, store, admitter, usage),
+        videos=VideoUseCase(catalogue, store, admitter, wake=worker.wake),
+        files=FileUseCase(store),
+        keys=KeyAdmin(store, auth, default_rpm=settings.default_rpm,
+                      default_concurrency=settings.default_concurrency),
+        usage_queries=UsageQueries(store, usage),
+        worker=worker,
+        closers=providers.closers,
+    )
+    if start_workers:
+        worker.start()
+    return services
+
+
+def create_server(services: Services, address: str) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server with every servicer, health and reflection, bound to `address`
+    ("127.0.0.1:0" picks a free port). Returns the server (not started) and the bound port."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.so_reuseport", 0),
+    ])
+    s = services
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(s.auth, s.chat), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(s.auth, s.catalogue, s.admitter), server)
+    image_service_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(s.auth, s.images), server)
+    video_service_pb2_grpc.add_VideoServiceServicer_to_server(VideoServicer(s.auth, s.videos, s.admitter), server)
+    file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(s.auth, s.files, s.admitter), server)
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(s.auth, s.keys), server)
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
+        UsageServicer(s.auth, s.usage_queries, s.admitter), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.health = health_servicer  # type: ignore[attr-defined]
+    if s.settings.grpc_reflection:
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind gRPC address {address}")
+    return server, port
+
+
+async def mark_serving(server: grpc.aio.Server, serving: bool = True) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    hs = server.health  # type: ignore[attr-defined]
+    await hs.set("", status)
+    for name in SERVICE_NAMES:
+        await hs.set(name, status)
+
+
+async def ensure_first_key(services: Services) -> str | None:
+    """On an empty store, creates an admin key and returns its secret (shown once)."""
+    if await services.store.count_keys() > 0:
+        return None
+    _, secret = await create_key(services.store, name="default", rpm=services.settings.default_rpm,
+                                 concurrency=services.settings.default_concurrency, admin=True)
+    return secret
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> int:
+    """Runs the gRPC service and the REST gateway in this process until SIGTERM/SIGINT (or `stop`).
+
+    Shutdown drains: the gateway stops accepting connections and waits for in-flight requests and
+    streams, the gRPC server finishes its calls within a grace period, claimed video tasks go back
+    to the queue and pending usage records are written. Returns the exit code (0).
+    """
+    import uvicorn
+    from gateway.app import create_app
+    from gateway.config import GatewaySettings
+
+    services = await build_services(settings)
+    grpc_server, grpc_port = create_server(services, f"{settings.host}:{settings.grpc_port}")
+    await grpc_server.start()
+    await mark_serving(grpc_server)
+    secret = await ensure_first_key(services)
+
+    gw_settings = GatewaySettings(
+        grpc_target=f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{grpc_port}",
+        max_body_bytes=settings.max_body_bytes,
+        keepalive_interval=settings.sse_keepalive_seconds,
+        public_base_url=settings.public_base_url or None,
+    )
+    app = create_app(gw_settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
+                            access_log=False, lifespan="on", loop="none", http="httptools",
+                            timeout_graceful_shutdown=25)
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # we handle signals ourselves
+            yield
+
+    http = _Server(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    http_task = asyncio.create_task(http.serve())
+    while not http.started:
+        if http_task.done():
+            await http_task
+            await grpc_server.stop(0)
+            await services.close()
+            raise OSError(f"cannot start the REST gateway on {settings.host}:{settings.http_port}")
+        await asyncio.sleep(0.02)
+    http_port = http.servers[0].sockets[0].getsockname()[1]
+    print(f"Raven REST gateway: http://{settings.host}:{http_port}/v1  (docs: /docs)", flush=True)
+    print(f"Raven gRPC service: {settings.host}:{grpc_port}  (reflection on: {settings.grpc_reflection})",
+          flush=True)
+    if secret:
+        print(f"First start: created admin API key (shown once, store it now): {secret}", flush=True)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests")
+    await mark_serving(grpc_server, False)
+    http.should_exit = True
+    await http_task
+    await grpc_server.stop(grace=5)
+    await services.close()
+    return 0

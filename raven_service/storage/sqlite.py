@@ -1,0 +1,680 @@
+"""`Store` on SQLite: the embedded default state (one file in WAL mode under the data dir).
+
+Threading model: each `SqliteStore` owns one `sqlite3` connection that lives on one dedicated
+worker thread; every method ships a small synchronous function to that thread. Work is therefore
+serialized per store without an asyncio lock, and a multi-statement transaction always runs whole
+on the thread: cancelling the awaiting task can never leave a transaction open half-way (unlike
+driving BEGIN ... COMMIT through separate awaits).
+
+Atomicity: credit reservation, settlement and video-task claims are single SQL statements; in
+SQLite a writing statement takes the database write lock before it reads, so they are atomic
+across connections and processes too (other writers wait up to `busy_timeout`). Multi-statement
+writes use BEGIN IMMEDIATE for the same reason.
+
+Money is stored as INTEGER pico-credits (`storage.money`); tables are STRICT, so an arithmetic
+overflow into a float is rejected instead of silently stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from raven_service.core.types import (
+    ApiKey,
+    StoredFile,
+    UsageRecord,
+    UsageSummary,
+    VideoState,
+    VideoTask,
+)
+from raven_service.storage import migrations
+from raven_service.storage.money import from_units, to_units
+
+T = TypeVar("T")
+
+MIN_SQLITE_VERSION = (3, 37, 0)  # STRICT tables (3.37), RETURNING (3.35)
+BUSY_TIMEOUT_MS = 5000
+EXPORT_PAGE_SIZE = 500
+
+_PENDING = "('queued', 'running')"  # video states a worker may still claim
+
+_KEY_COLUMNS = (
+    "id, name, secret_hash, prefix, rpm, concurrency, credits, credits_used, credits_reserved, "
+    "admin, revoked, created_at"
+)
+_USAGE_COLUMNS = (
+    "id, key_id, kind, model, provider, upstream_model, prompt_tokens, completion_tokens, cost, "
+    "latency_ms, ttft_ms, status, finish_reason, native_finish_reason, streamed, usage_estimated, "
+    "attempts, error, created_at"
+)
+_VIDEO_COLUMNS = (
+    "id, key_id, model, prompt, seconds, width, height, request_id, seed, image, state, progress, "
+    "provider, upstream_task_id, file_ids, file_sizes, error, reserved, cost, created_at, "
+    "completed_at, lease_owner, lease_until"
+)
+
+
+def _placeholders(columns: str) -> str:
+    return ", ".join("?" for _ in columns.split(","))
+
+
+_INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ({_placeholders(_KEY_COLUMNS)})"
+_INSERT_USAGE = (
+    f"INSERT INTO usage_records ({_USAGE_COLUMNS}) VALUES ({_placeholders(_USAGE_COLUMNS)}) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_INSERT_VIDEO = (
+    f"INSERT INTO video_tasks ({_VIDEO_COLUMNS}) VALUES ({_placeholders(_VIDEO_COLUMNS)}) "
+    f"RETURNING {_VIDEO_COLUMNS}"
+)
+_RESERVE = (
+    "UPDATE api_keys SET credits_reserved = credits_reserved + ?1 "
+    "WHERE id = ?2 AND (credits IS NULL OR credits_used + credits_reserved + ?1 <= credits)"
+)
+_SETTLE = (
+    "UPDATE api_keys SET credits_reserved = MAX(credits_reserved - ?1, 0), "
+    "credits_used = credits_used + ?2 WHERE id = ?3"
+)
+_CLAIM = (
+    "UPDATE video_tasks SET lease_owner = :worker, lease_until = :until "
+    "WHERE id = ("
+    f"  SELECT id FROM video_tasks WHERE state IN {_PENDING} AND lease_until < :now"
+    "   ORDER BY created_at, id LIMIT 1"
+    f") AND state IN {_PENDING} AND lease_until < :now "
+    f"RETURNING {_VIDEO_COLUMNS}"
+)
+_UPDATE_VIDEO = (
+    "UPDATE video_tasks SET state = ?, progress = ?, provider = ?, upstream_task_id = ?, "
+    "file_ids = ?, file_sizes = ?, error = ?, reserved = ?, cost = ?, completed_at = ?, "
+    "lease_owner = ?, lease_until = ? WHERE id = ?"
+)
+_RELEASE = (
+    f"UPDATE video_tasks SET lease_owner = '', lease_until = 0 WHERE lease_owner = ? AND state IN {_PENDING}"
+)
+
+
+class SqliteStore:
+    """The `core.ports.Store` port on one SQLite database file.
+
+    Beyond the port: `upgrade()` and `current_version()` (for `raven db upgrade`), and a
+    `page_size` keyword on `export_usage`. Several instances (or processes) may share one file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._opened = False
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # ------------------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Connects (creating the parent directory and file) and applies pending migrations."""
+        if self._opened:
+            return
+        try:
+            await self.upgrade()
+        except BaseException:
+            await self.close()
+            raise
+        self._opened = True
+
+    async def close(self) -> None:
+        """Closes the connection and stops the worker thread. Safe to call twice."""
+        executor, self._executor = self._executor, None
+        self._opened = False
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
+        finally:
+            executor.shutdown(wait=False)
+
+    async def upgrade(self) -> list[int]:
+        """Applies every pending migration (connecting first if needed); returns their versions.
+
+        Raises RuntimeError if the database was migrated by a newer Raven than this one.
+        """
+        await self._ensure_connected()
+        return await self._run(self._migrate_sync)
+
+    async def current_version(self) -> int:
+        """The highest applied schema version (0 for a database never migrated)."""
+        await self._ensure_connected()
+        return await self._run(self._version_sync)
+
+    # ------------------------------------------------------------------------------------ keys
+    async def insert_key(self, key: ApiKey) -> None:
+        """Stores a new key. Raises ValueError if its id or secret hash is already stored."""
+        params = (
+            key.id,
+            key.name,
+            key.secret_hash,
+            key.prefix,
+            key.rpm,
+            key.concurrency,
+            None if key.credits is None else _credits(key.credits),
+            to_units(key.credits_used),
+            to_units(key.credits_reserved),
+            key.admin,
+            key.revoked,
+            key.created_at,
+        )
+        try:
+            await self._execute(_INSERT_KEY, params)
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"key {key.id!r} (or its secret hash) already exists") from exc
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        row = await self._fetchone(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return None if row is None else _key_from_row(row)
+
+    async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        """The authentication hot path: one lookup on the unique secret_hash index."""
+        row = await self._fetchone(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?", (secret_hash,)
+        )
+        return None if row is None else _key_from_row(row)
+
+    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
+        """Keys in creation order; revoked ones only when asked for."""
+        where = "" if include_revoked else "WHERE revoked = 0 "
+        rows = await self._fetchall(f"SELECT {_KEY_COLUMNS} FROM api_keys {where}ORDER BY created_at, id", ())
+        return [_key_from_row(row) for row in rows]
+
+    async def update_key(
+        self,
+        key_id: str,
+        *,
+        name: str | None = None,
+        rpm: int | None = None,
+        concurrency: int | None = None,
+        credits: Decimal | None = None,
+        clear_credits: bool = False,
+        revoked: bool | None = None,
+    ) -> ApiKey | None:
+        """Changes the given fields (`clear_credits` makes the key unlimited); returns the key
+        as updated, or None if there is no such key."""
+        if clear_credits and credits is not None:
+            raise ValueError("pass either credits or clear_credits, not both")
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if rpm is not None:
+            changes["rpm"] = rpm
+        if concurrency is not None:
+            changes["concurrency"] = concurrency
+        if clear_credits:
+            changes["credits"] = None
+        elif credits is not None:
+            changes["credits"] = _credits(credits)
+        if revoked is not None:
+            changes["revoked"] = revoked
+        if not changes:
+            return await self.get_key(key_id)
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        rows = await self._fetchall(
+            f"UPDATE api_keys SET {assignments} WHERE id = ? RETURNING {_KEY_COLUMNS}",
+            (*changes.values(), key_id),
+        )
+        return _key_from_row(rows[0]) if rows else None
+
+    async def count_keys(self) -> int:
+        """All stored keys, revoked ones included."""
+        row = await self._fetchone("SELECT COUNT(*) FROM api_keys", ())
+        return int(row[0]) if row is not None else 0
+
+    # --------------------------------------------------------------------------------- credits
+    async def reserve_credits(self, key_id: str, amount: Decimal) -> bool:
+        """One conditional UPDATE: adds `amount` to the reservation iff it fits (or the key is
+        unlimited). False for an unknown key."""
+        units = _non_negative(amount, "amount")
+        return await self._execute(_RESERVE, (units, key_id)) == 1
+
+    async def settle_credits(self, key_id: str, reserved: Decimal, actual: Decimal) -> None:
+        """One UPDATE: reservation -= reserved (floored at 0), spend += actual."""
+        params = (_non_negative(reserved, "reserved"), _non_negative(actual, "actual"), key_id)
+        await self._execute(_SETTLE, params)
+
+    # ----------------------------------------------------------------------------------- usage
+    async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
+        """Inserts the batch in one transaction. A record whose id is already stored is skipped,
+        so retrying a flush never duplicates usage."""
+        if not records:
+            return
+        rows = [_usage_params(record) for record in records]
+        await self._transaction(lambda conn: conn.executemany(_INSERT_USAGE, rows))
+
+    async def get_usage(self, record_id: str) -> UsageRecord | None:
+        row = await self._fetchone(f"SELECT {_USAGE_COLUMNS} FROM usage_records WHERE id = ?", (record_id,))
+        return None if row is None else _usage_from_row(row)
+
+    async def summarize_usage(
+        self, key_id: str, start: float | None, end: float | None
+    ) -> list[UsageSummary]:
+        """Per-model totals of the key's records with start <= created_at < end (None = open),
+        ordered by model."""
+        where = ["key_id = ?"]
+        params: list[Any] = [key_id]
+        if start is not None:
+            where.append("created_at >= ?")
+            params.append(start)
+        if end is not None:
+            where.append("created_at < ?")
+            params.append(end)
+        rows = await self._fetchall(
+            "SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost) "
+            f"FROM usage_records WHERE {' AND '.join(where)} GROUP BY model ORDER BY model",
+            params,
+        )
+        return [
+            UsageSummary(
+                model=row[0],
+                requests=row[1],
+                prompt_tokens=row[2],
+                completion_tokens=row[3],
+                cost=from_units(row[4]),
+            )
+            for row in rows
+        ]
+
+    async def export_usage(self, *, page_size: int = EXPORT_PAGE_SIZE) -> AsyncIterator[UsageRecord]:
+        """Every usage record in (created_at, id) order, read in keyset-paged chunks."""
+        if page_size < 1:
+            raise ValueError("page_size must be positive")
+        query = f"SELECT {_USAGE_COLUMNS} FROM usage_records"
+        order = " ORDER BY created_at, id LIMIT ?"
+        rows = await self._fetchall(query + order, (page_size,))
+        while rows:
+            for row in rows:
+                yield _usage_from_row(row)
+            if len(rows) < page_size:
+                return
+            last = rows[-1]
+            rows = await self._fetchall(
+                query + " WHERE (created_at, id) > (?, ?)" + order,
+                (last["created_at"], last["id"], page_size),
+            )
+
+    # ----------------------------------------------------------------------------------- files
+    async def put_file(self, file: StoredFile) -> None:
+        """Stores a blob. Raises ValueError if the id is already stored."""
+        try:
+            await self._execute(
+                "INSERT INTO files (id, key_id, mime_type, data, created_at) VALUES (?, ?, ?, ?, ?)",
+                (file.id, file.key_id, file.mime_type, file.data, file.created_at),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"file {file.id!r} already exists") from exc
+
+    async def get_file(self, file_id: str) -> StoredFile | None:
+        row = await self._fetchone(
+            "SELECT id, key_id, mime_type, data, created_at FROM files WHERE id = ?", (file_id,)
+        )
+        if row is None:
+            return None
+        return StoredFile(
+            id=row["id"],
+            key_id=row["key_id"],
+            mime_type=row["mime_type"],
+            data=bytes(row["data"]),
+            created_at=row["created_at"],
+        )
+
+    # ----------------------------------------------------------------------------- video tasks
+    async def create_video_task(self, task: VideoTask) -> tuple[VideoTask, bool]:
+        """Inserts the task, or returns the stored one with the same non-empty (key_id,
+        request_id) and False. Raises ValueError if the task id is already stored."""
+        params = _video_params(task)
+
+        def create(conn: sqlite3.Connection) -> tuple[VideoTask, bool]:
+            if task.request_id:
+                existing = conn.execute(
+                    f"SELECT {_VIDEO_COLUMNS} FROM video_tasks WHERE key_id = ? AND request_id = ?",
+                    (task.key_id, task.request_id),
+                ).fetchone()
+                if existing is not None:
+                    return _video_from_row(existing), False
+            try:
+                row = conn.execute(_INSERT_VIDEO, params).fetchall()[0]
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"video task {task.id!r} already exists") from exc
+            return _video_from_row(row), True
+
+        return await self._transaction(create)
+
+    async def get_video_task(self, task_id: str) -> VideoTask | None:
+        row = await self._fetchone(f"SELECT {_VIDEO_COLUMNS} FROM video_tasks WHERE id = ?", (task_id,))
+        return None if row is None else _video_from_row(row)
+
+    async def list_video_tasks(
+        self, key_id: str, limit: int, before: tuple[float, str] | None
+    ) -> list[VideoTask]:
+        """The key's tasks, newest first, strictly before the (created_at, id) cursor if given."""
+        if limit < 1:
+            return []
+        query = f"SELECT {_VIDEO_COLUMNS} FROM video_tasks WHERE key_id = ?"
+        params: list[Any] = [key_id]
+        if before is not None:
+            query += " AND (created_at, id) <= (?, ?)"
+            params.extend(before)
+        rows = await self._fetchall(query + " ORDER BY created_at DESC, id DESC LIMIT ?", [*params, limit])
+        return [_video_from_row(row) for row in rows]
+
+    async def claim_video_task(self, worker: str, now: float, lease_seconds: float) -> VideoTask | None:
+        """Leases the oldest queued or running task whose lease has expired (lease_until < now;
+        a fresh or released task has lease_until 0) to `worker` until now + lease_seconds.
+
+        A queued task stays unclaimable while its lease runs, so a claim followed by the worker's
+        state update cannot be raced. One UPDATE ... RETURNING re-checks the condition on the
+        chosen row under the write lock, so no two claimers (in any process) get the same task.
+        """
+        rows = await self._fetchall(_CLAIM, {"worker": worker, "now": now, "until": now + lease_seconds})
+        return _video_from_row(rows[0]) if rows else None
+
+    async def update_video_task(self, task: VideoTask) -> None:
+        """Writes every mutable field (state, progress, provider, upstream id, files, error,
+        money, completion time, lease); the request fields are immutable."""
+        await self._execute(
+            _UPDATE_VIDEO,
+            (
+                task.state.value,
+                task.progress,
+                task.provider,
+                task.upstream_task_id,
+                _json(task.file_ids),
+                _json(task.file_sizes),
+                task.error,
+                to_units(task.reserved),
+                to_units(task.cost),
+                task.completed_at,
+                task.lease_owner,
+                task.lease_until,
+                task.id,
+            ),
+        )
+
+    async def release_video_tasks(self, worker: str) -> int:
+        """Drops `worker`'s leases on unfinished tasks; returns how many it held."""
+        return await self._execute(_RELEASE, (worker,))
+
+    # ------------------------------------------------------------------------- worker plumbing
+    async def _ensure_connected(self) -> None:
+        if self._executor is not None:
+            return
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            wanted = ".".join(map(str, MIN_SQLITE_VERSION))
+            raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old; Raven needs {wanted}+")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raven-sqlite")
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._connect_sync)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor = executor
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs `fn(*args)` on the store's worker thread."""
+        if self._executor is None:
+            raise RuntimeError("SqliteStore is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> int:
+        """One autocommit statement; returns the number of rows it changed."""
+        return await self._run(lambda: self._db.execute(sql, params).rowcount)
+
+    async def _fetchone(self, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
+        return await self._run(lambda: self._db.execute(sql, params).fetchone())
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[sqlite3.Row]:
+        return await self._run(lambda: self._db.execute(sql, params).fetchall())
+
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs `fn(conn)` inside BEGIN IMMEDIATE ... COMMIT on the worker thread."""
+        return await self._run(self._in_transaction, fn)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("SqliteStore is not open")
+        return self._conn
+
+    # The methods below run on the worker thread only.
+    def _connect_sync(self) -> None:
+        if str(self._path) != ":memory:":
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit; transactions are explicit BEGIN IMMEDIATE ... COMMIT.
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _close_sync(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _in_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _version_sync(self) -> int:
+        conn = self._db
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (migrations.SCHEMA_VERSION_TABLE,),
+        ).fetchone()
+        if exists is None:
+            return 0
+        row = conn.execute(f"SELECT MAX(version) FROM {migrations.SCHEMA_VERSION_TABLE}").fetchone()
+        return int(row[0] or 0)
+
+    def _migrate_sync(self) -> list[int]:
+        table = migrations.SCHEMA_VERSION_TABLE
+        known = migrations.latest_version(migrations.SQLITE)
+        self._db.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        current = self._version_sync()
+        if current > known:
+            raise RuntimeError(
+                f"database schema version {current} is newer than this Raven supports ({known})"
+            )
+        applied: list[int] = []
+        for migration in migrations.SQLITE:
+
+            def apply(conn: sqlite3.Connection, migration: migrations.Migration = migration) -> bool:
+                # Re-checked inside the write transaction: another process may have just applied it.
+                done = conn.execute(f"SELECT 1 FROM {table} WHERE version = ?", (migration.version,))
+                if done.fetchone() is not None:
+                    return False
+                for statement in _statements(migration.sql):
+                    conn.execute(statement)
+                conn.execute(
+                    f"INSERT INTO {table} (version, description, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.description, time.time()),
+                )
+                return True
+
+            if self._in_transaction(apply):
+                applied.append(migration.version)
+        return applied
+
+
+# ------------------------------------------------------------------------------------ row mapping
+def _statements(sql: str) -> Iterator[str]:
+    """Splits a migration script into complete statements (triggers with inner `;` included)."""
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:80]!r}")
+
+
+def _json(values: Sequence[Any]) -> str:
+    return msgspec.json.encode(list(values)).decode()
+
+
+def _non_negative(amount: Decimal, what: str) -> int:
+    units = to_units(amount)
+    if units < 0:
+        raise ValueError(f"{what} must not be negative, got {amount}")
+    return units
+
+
+def _credits(amount: Decimal) -> int:
+    return _non_negative(amount, "credits")
+
+
+def _key_from_row(row: sqlite3.Row) -> ApiKey:
+    credits = row["credits"]
+    return ApiKey(
+        id=row["id"],
+        name=row["name"],
+        secret_hash=row["secret_hash"],
+        prefix=row["prefix"],
+        rpm=row["rpm"],
+        concurrency=row["concurrency"],
+        credits=None if credits is None else from_units(credits),
+        credits_used=from_units(row["credits_used"]),
+        credits_reserved=from_units(row["credits_reserved"]),
+        admin=bool(row["admin"]),
+        revoked=bool(row["revoked"]),
+        created_at=row["created_at"],
+    )
+
+
+def _usage_params(record: UsageRecord) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.key_id,
+        record.kind,
+        record.model,
+        record.provider,
+        record.upstream_model,
+        record.prompt_tokens,
+        record.completion_tokens,
+        to_units(record.cost),
+        record.latency_ms,
+        record.ttft_ms,
+        record.status,
+        record.finish_reason,
+        record.native_finish_reason,
+        record.streamed,
+        record.usage_estimated,
+        _json(record.attempts),
+        record.error,
+        record.created_at,
+    )
+
+
+def _usage_from_row(row: sqlite3.Row) -> UsageRecord:
+    return UsageRecord(
+        id=row["id"],
+        key_id=row["key_id"],
+        kind=row["kind"],
+        model=row["model"],
+        provider=row["provider"],
+        upstream_model=row["upstream_model"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        cost=from_units(row["cost"]),
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        status=row["status"],
+        finish_reason=row["finish_reason"],
+        native_finish_reason=row["native_finish_reason"],
+        streamed=bool(row["streamed"]),
+        usage_estimated=bool(row["usage_estimated"]),
+        attempts=msgspec.json.decode(row["attempts"], type=tuple[str, ...]),
+        error=row["error"],
+        created_at=row["created_at"],
+    )
+
+
+def _video_params(task: VideoTask) -> tuple[Any, ...]:
+    return (
+        task.id,
+        task.key_id,
+        task.model,
+        task.prompt,
+        task.seconds,
+        task.width,
+        task.height,
+        task.request_id,
+        task.seed,
+        task.image,
+        task.state.value,
+        task.progress,
+        task.provider,
+        task.upstream_task_id,
+        _json(task.file_ids),
+        _json(task.file_sizes),
+        task.error,
+        to_units(task.reserved),
+        to_units(task.cost),
+        task.created_at,
+        task.completed_at,
+        task.lease_owner,
+        task.lease_until,
+    )
+
+
+def _video_from_row(row: sqlite3.Row) -> VideoTask:
+    image = row["image"]
+    return VideoTask(
+        id=row["id"],
+        key_id=row["key_id"],
+        model=row["model"],
+        prompt=row["prompt"],
+        seconds=row["seconds"],
+        width=row["width"],
+        height=row["height"],
+        request_id=row["request_id"],
+        seed=row["seed"],
+        image=None if image is None else bytes(image),
+        state=VideoState(row["state"]),
+        progress=row["progress"],
+        provider=row["provider"],
+        upstream_task_id=row["upstream_task_id"],
+        file_ids=msgspec.json.decode(row["file_ids"], type=tuple[str, ...]),
+        file_sizes=msgspec.json.decode(row["file_sizes"], type=tuple[int, ...]),
+        error=row["error"],
+        reserved=from_units(row["reserved"]),
+        cost=from_units(row["cost"]),
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+        lease_owner=row["lease_owner"],
+        lease_until=row["lease_until"],
+    )
