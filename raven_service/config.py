@@ -32,7 +32,7 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     first_byte_timeout: float = 120.0
     idle_timeout: float = 60.0
     max_retries: int = 2
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
     # local provider only
     tokens_per_second: float | None = None
 
@@ -44,7 +44,7 @@ class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     routes: list[RouteConfig]
-    capabilities: list[str] = ["chat"]
+    capabilities: list[str] = msgspec.field(default_factory=lambda: ["chat"])
     context_length: int = 8192
     max_output_tokens: int = 4096
     price_input_per_mtok: float | str = 0
@@ -77,8 +77,8 @@ class Settings(msgspec.Struct, kw_only=True):
     grpc_reflection: bool = True
     public_base_url: str = ""
     log_level: str = "info"
-    providers: dict[str, ProviderConfig] = {}
-    models: dict[str, ModelConfig] = {}
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
+    models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
 
     @property
     def sqlite_path(self) -> Path:

@@ -69,12 +69,10 @@ def _placeholders(columns: str) -> str:
 
 _INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ({_placeholders(_KEY_COLUMNS)})"
 _INSERT_USAGE = (
-    f"INSERT INTO usage_records ({_USAGE_COLUMNS}) VALUES ({_placeholders(_USAGE_COLUMNS)}) "
-    "ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO usage_records ({_USAGE_COLUMNS}) VALUES ({_placeholders(_USAGE_COLUMNS)}) ON CONFLICT (id) DO NOTHING"
 )
 _INSERT_VIDEO = (
-    f"INSERT INTO video_tasks ({_VIDEO_COLUMNS}) VALUES ({_placeholders(_VIDEO_COLUMNS)}) "
-    f"RETURNING {_VIDEO_COLUMNS}"
+    f"INSERT INTO video_tasks ({_VIDEO_COLUMNS}) VALUES ({_placeholders(_VIDEO_COLUMNS)}) RETURNING {_VIDEO_COLUMNS}"
 )
 _RESERVE = (
     "UPDATE api_keys SET credits_reserved = credits_reserved + ?1 "
@@ -97,9 +95,7 @@ _UPDATE_VIDEO = (
     "file_ids = ?, file_sizes = ?, error = ?, reserved = ?, cost = ?, completed_at = ?, "
     "lease_owner = ?, lease_until = ? WHERE id = ?"
 )
-_RELEASE = (
-    f"UPDATE video_tasks SET lease_owner = '', lease_until = 0 WHERE lease_owner = ? AND state IN {_PENDING}"
-)
+_RELEASE = f"UPDATE video_tasks SET lease_owner = '', lease_until = 0 WHERE lease_owner = ? AND state IN {_PENDING}"
 
 
 class SqliteStore:
@@ -183,9 +179,7 @@ class SqliteStore:
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
         """The authentication hot path: one lookup on the unique secret_hash index."""
-        row = await self._fetchone(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?", (secret_hash,)
-        )
+        row = await self._fetchone(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?", (secret_hash,))
         return None if row is None else _key_from_row(row)
 
     async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
@@ -261,9 +255,7 @@ class SqliteStore:
         row = await self._fetchone(f"SELECT {_USAGE_COLUMNS} FROM usage_records WHERE id = ?", (record_id,))
         return None if row is None else _usage_from_row(row)
 
-    async def summarize_usage(
-        self, key_id: str, start: float | None, end: float | None
-    ) -> list[UsageSummary]:
+    async def summarize_usage(self, key_id: str, start: float | None, end: float | None) -> list[UsageSummary]:
         """Per-model totals of the key's records with start <= created_at < end (None = open),
         ordered by model."""
         where = ["key_id = ?"]
@@ -320,9 +312,7 @@ class SqliteStore:
             raise ValueError(f"file {file.id!r} already exists") from exc
 
     async def get_file(self, file_id: str) -> StoredFile | None:
-        row = await self._fetchone(
-            "SELECT id, key_id, mime_type, data, created_at FROM files WHERE id = ?", (file_id,)
-        )
+        row = await self._fetchone("SELECT id, key_id, mime_type, data, created_at FROM files WHERE id = ?", (file_id,))
         if row is None:
             return None
         return StoredFile(
@@ -359,16 +349,14 @@ class SqliteStore:
         row = await self._fetchone(f"SELECT {_VIDEO_COLUMNS} FROM video_tasks WHERE id = ?", (task_id,))
         return None if row is None else _video_from_row(row)
 
-    async def list_video_tasks(
-        self, key_id: str, limit: int, before: tuple[float, str] | None
-    ) -> list[VideoTask]:
+    async def list_video_tasks(self, key_id: str, limit: int, before: tuple[float, str] | None) -> list[VideoTask]:
         """The key's tasks, newest first, strictly before the (created_at, id) cursor if given."""
         if limit < 1:
             return []
         query = f"SELECT {_VIDEO_COLUMNS} FROM video_tasks WHERE key_id = ?"
         params: list[Any] = [key_id]
         if before is not None:
-            query += " AND (created_at, id) <= (?, ?)"
+            query += " AND (created_at, id) < (?, ?)"
             params.extend(before)
         rows = await self._fetchall(query + " ORDER BY created_at DESC, id DESC LIMIT ?", [*params, limit])
         return [_video_from_row(row) for row in rows]
@@ -460,7 +448,7 @@ class SqliteStore:
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except BaseException:
@@ -505,9 +493,7 @@ class SqliteStore:
         )
         current = self._version_sync()
         if current > known:
-            raise RuntimeError(
-                f"database schema version {current} is newer than this Raven supports ({known})"
-            )
+            raise RuntimeError(f"database schema version {current} is newer than this Raven supports ({known})")
         applied: list[int] = []
         for migration in migrations.SQLITE:
 
@@ -527,6 +513,20 @@ class SqliteStore:
             if self._in_transaction(apply):
                 applied.append(migration.version)
         return applied
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switches the file to WAL. The switch needs an exclusive lock and SQLite reports a clash
+    (e.g. two processes creating the file at once) as "locked" without waiting, so retry here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 # ------------------------------------------------------------------------------------ row mapping
