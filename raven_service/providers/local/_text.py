@@ -37,7 +37,7 @@ _WORD_COUNT = re.compile(r"\b(\d{2,5})[\s-]+words?\b", re.IGNORECASE)
 _ARTICLE = re.compile(r"\b([Aa]) (?=[aeioAEIO])")
 _SHORT_RANGE = (20, 60)
 _LONG_RANGE = (400, 800)
-_MAX_TARGET = 4000
+_MAX_TARGET = 3000  # stays under the catalogue max_output_tokens (4096)
 
 
 def last_user_text(messages: Sequence[Message]) -> str:
@@ -97,11 +97,11 @@ def _target_tokens(text: str, rng: random.Random) -> tuple[int, bool]:
 
 # ------------------------------------------------------------------------------------ templates
 _OPENERS = (
-    "Here is a short answer about {k}.",
-    "Good question about {k}.",
-    "Sure, let me say a few words about {k}.",
-    "When it comes to {k}, a few points stand out.",
-    "Happy to help with {k}.",
+    "Here is a short answer about {k0}.",
+    "Good question about {k0}.",
+    "Sure, let me say a few words about {k0}.",
+    "When it comes to {k0}, a few points stand out.",
+    "Happy to help with {k0}.",
 )
 _EXPLAIN = (
     "{K} usually depends on the {n} and the {n2} involved.",
@@ -123,8 +123,8 @@ _CLOSERS = (
 _ESSAY_LINKS = ("First,", "Moreover,", "In addition,", "However,", "For example,", "At the same time,",
                 "Historically,", "In practice,", "Similarly,", "On the other hand,")
 _STORY_OPEN = (
-    "Once upon a time, in a {a} {place}, there lived a {a2} {c} named {p}.",
-    "Long ago, in a {a} {place}, a {a2} {c} called {p} spent every day thinking about {k}.",
+    "Once upon a time, in a {a} {place}, there lived a {a2} {c} named {p}, who dreamed of {k0}.",
+    "Long ago, in a {a} {place}, a {a2} {c} called {p} spent every day thinking about {k0}.",
 )
 _STORY_BODY = (
     "Every morning, {p} would {v} the {n} near the {place}.",
@@ -150,8 +150,8 @@ _STORY_END = (
     "The end.",
 )
 _ESSAY_OPEN = (
-    "{K} is a {a} subject that deserves careful attention.",
-    "Few topics are as {a} as {k}, and it rewards a closer look.",
+    "{K0} is a {a} subject that deserves careful attention.",
+    "Few topics are as {a} as {k0}, and it rewards a closer look.",
 )
 _ESSAY_END = (
     "In conclusion, {k} is {a} and {a2}, and understanding it helps us {v} the {n} with confidence.",
@@ -168,7 +168,8 @@ class _Writer:
         keys = [k for k in hints.keywords if k.isascii()]
         if not keys:
             keys = [rng.choice(words.TOPICS)]
-        self.keys = keys
+        # The most telling words first: proper nouns, then longer (more specific) words.
+        self.keys = sorted(keys, key=lambda k: (not k[0].isupper(), -len(k)))
         self.hero = rng.choice(words.NAMES)
         self.friend = rng.choice([n for n in words.NAMES if n != self.hero])
         self.place = rng.choice(words.PLACES)
@@ -179,6 +180,7 @@ class _Writer:
         key = rng.choice(self.keys[:4])
         others = [k for k in self.keys if k != key] or [rng.choice(words.NOUNS)]
         slots = {
+            "k0": self.keys[0],
             "k": key,
             "k2": rng.choice(others),
             "n": rng.choice(words.NOUNS),
@@ -198,7 +200,7 @@ class _Writer:
             "q": self.friend,
             "place": self.place,
         }
-        text = template.format(**slots, K=_cap(slots["k"]), P=self.hero, Q=self.friend)
+        text = template.format(**slots, K=_cap(slots["k"]), K0=_cap(self.keys[0]), P=self.hero, Q=self.friend)
         return _ARTICLE.sub(r"\1n ", text)
 
     def sentences(self, templates: Sequence[str], count: int) -> list[str]:

@@ -1,0 +1,1 @@
+"""Provider adapters: implementations of the `core.ports` provider Protocols."""
