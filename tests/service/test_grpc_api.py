@@ -54,15 +54,16 @@ def details(err: grpc.aio.AioRpcError) -> dict[str, object]:
 
 async def test_unary_chat_and_generation_record(svc, channel):
     chat = chat_service_pb2_grpc.ChatServiceStub(channel)
-    resp, call = await chat.CreateChatCompletion.with_call(
+    call = chat.CreateChatCompletion(
         cs.CreateChatCompletionRequest(model=CHAT, messages=[user("echo: hello there")], seed=7),
         metadata=svc.meta())
+    resp = await call
     assert resp.choices[0].message.content == "hello there"
     assert resp.choices[0].finish_reason == "stop"
     assert resp.usage.completion_tokens > 0 and resp.usage.prompt_tokens > 0
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
     assert float(resp.usage.cost) > 0
-    meta = dict(call.initial_metadata())
+    meta = dict(await call.initial_metadata())
     assert int(meta["x-ratelimit-limit-requests"]) == 10000
     assert int(meta["x-ratelimit-remaining-requests"]) == 9999
     usage = usage_service_pb2_grpc.UsageServiceStub(channel)
@@ -279,24 +280,28 @@ async def test_video_lifecycle_and_idempotency(svc, channel):
     assert [v.id for v in listed.video_generations] == [created.id]
 
 
-async def test_cancelled_stream_still_records_usage(svc, channel):
-    svc.services.settings  # noqa: B018
-    chat = chat_service_pb2_grpc.ChatServiceStub(channel)
-    call = chat.StreamChatCompletion(cs.StreamChatCompletionRequest(
-        model=CHAT, messages=[user("write a long story about the sea")]), metadata=svc.meta())
-    first = await call.read()
-    gen_id = first.id
-    call.cancel()
-    usage = usage_service_pb2_grpc.UsageServiceStub(channel)
-    for _ in range(100):
-        try:
-            gen = (await usage.GetGeneration(usage_service_pb2.GetGenerationRequest(id=gen_id),
-                                             metadata=svc.meta())).generation
-            break
-        except grpc.aio.AioRpcError:
-            await asyncio.sleep(0.05)
-    assert gen.status in ("cancelled", "completed")
-    assert gen.streamed
+async def test_cancelled_stream_records_usage_so_far(tmp_path):
+    from tests_support import service
+
+    async with service(tmp_path, local_tokens_per_second=200.0) as svc, grpc.aio.insecure_channel(svc.target) as ch:
+        chat = chat_service_pb2_grpc.ChatServiceStub(ch)
+        call = chat.StreamChatCompletion(cs.StreamChatCompletionRequest(
+            model=CHAT, messages=[user("write a long story about the sea")]), metadata=svc.meta())
+        got = [await call.read() for _ in range(5)]
+        call.cancel()
+        usage = usage_service_pb2_grpc.UsageServiceStub(ch)
+        gen = None
+        for _ in range(100):
+            try:
+                gen = (await usage.GetGeneration(usage_service_pb2.GetGenerationRequest(id=got[0].id),
+                                                 metadata=svc.meta())).generation
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.05)
+        assert gen is not None
+        assert gen.status == "cancelled" and gen.streamed
+        assert 4 <= gen.completion_tokens < 100  # what was generated before the cancel, not the whole story
+        assert gen.prompt_tokens > 0 and float(gen.total_cost) > 0
 
 
 async def test_usage_summary(svc, channel):
