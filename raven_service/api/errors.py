@@ -33,6 +33,10 @@ _CODES: list[tuple[type[e.RavenError], int]] = [
     (e.Unavailable, code_pb2.UNAVAILABLE),
 ]
 
+# Upstream statuses that mean "this request is wrong" (surface as 400), unlike 401/403 (our upstream
+# credentials) or 5xx/429 (upstream trouble) which stay UNAVAILABLE (502).
+_UPSTREAM_REQUEST_ERRORS = frozenset({400, 404, 413, 422})
+
 
 def _pack(msg) -> any_pb2.Any:
     a = any_pb2.Any()
@@ -57,6 +61,8 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         return status_pb2.Status(code=code_pb2.INTERNAL, message="Internal error.", details=[
             _pack(error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=DOMAIN))])
     code = next(c for cls, c in _CODES if isinstance(exc, cls)) if type(exc) is not e.RavenError else code_pb2.INTERNAL
+    if isinstance(exc, e.UpstreamError) and exc.status in _UPSTREAM_REQUEST_ERRORS and not exc.retryable:
+        code = code_pb2.INVALID_ARGUMENT  # the upstream rejected the request itself: the caller's 4xx, not a 502
     info = error_details_pb2.ErrorInfo(reason=exc.code.upper(), domain=DOMAIN)
     if isinstance(exc, e.UpstreamError) and exc.provider:
         info.metadata["provider"] = exc.provider
