@@ -76,12 +76,11 @@ class Rest:
 @contextlib.asynccontextmanager
 async def make_rest(tmp_path, **overrides) -> AsyncIterator[Rest]:
     """The official SDK's view: gateway app (in-process ASGI) -> real gRPC service."""
-    from litestar.testing import AsyncTestClient
-
     from gateway.app import create_app
     from gateway.config import GatewaySettings
 
     async with service(tmp_path, **overrides) as svc, grpc.aio.insecure_channel(svc.target) as channel:
         app = create_app(GatewaySettings(grpc_target=svc.target, max_body_bytes=1024 * 1024), channel=channel)
-        async with AsyncTestClient(app=app, base_url="http://raven.test", timeout=30) as http:
+        transport = httpx.ASGITransport(app=app)  # same event loop as the grpc channel; no lifespan needed
+        async with httpx.AsyncClient(transport=transport, base_url="http://raven.test", timeout=30) as http:
             yield Rest(svc=svc, http=http, base="http://raven.test")

@@ -191,27 +191,6 @@ async def test_rate_limit_429_with_retry_after(rest):
     assert ei.value.code == "rate_limit_exceeded"
 
 
-async def test_concurrency_limit_429(tmp_path):
-    from tests_support import make_rest
-    from raven_service.policy.auth import create_key
-
-    async with make_rest(tmp_path, local_tokens_per_second=100.0) as rest:
-        await _concurrency(rest, await create_key(rest.svc.services.store, name="one", rpm=100, concurrency=1))
-
-
-async def _concurrency(rest, made):
-    _, secret = made
-    client = rest.sdk(secret)
-    stream = await client.chat.completions.create(
-        model=CHAT, stream=True, messages=[{"role": "user", "content": "write a long story"}])
-    first = await stream.__anext__()
-    assert first.choices[0].delta.role == "assistant"
-    with pytest.raises(openai.RateLimitError) as ei:
-        await client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "echo: b"}])
-    assert ei.value.code == "concurrency_limit_exceeded"
-    await stream.close()
-
-
 async def test_credits_exhausted_402(rest):
     from decimal import Decimal
 

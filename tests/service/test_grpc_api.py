@@ -315,3 +315,31 @@ async def test_usage_summary(svc, channel):
     with pytest.raises(grpc.aio.AioRpcError) as ei:
         await usage.GetUsage(usage_service_pb2.GetUsageRequest(key_id="key_other"), metadata=svc.meta())
     assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_concurrency_limit_holds_while_a_stream_is_open(tmp_path):
+    from tests_support import service
+
+    async with service(tmp_path, local_tokens_per_second=100.0) as svc, grpc.aio.insecure_channel(svc.target) as ch:
+        keys = key_service_pb2_grpc.KeyServiceStub(ch)
+        made = await keys.CreateKey(key_service_pb2.CreateKeyRequest(name="one", concurrency=1),
+                                    metadata=svc.meta(svc.admin))
+        chat = chat_service_pb2_grpc.ChatServiceStub(ch)
+        call = chat.StreamChatCompletion(cs.StreamChatCompletionRequest(
+            model=CHAT, messages=[user("write a long story")]), metadata=svc.meta(made.secret))
+        await call.read()
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await chat.CreateChatCompletion(cs.CreateChatCompletionRequest(model=CHAT, messages=[user("echo: b")]),
+                                            metadata=svc.meta(made.secret))
+        assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details(ei.value)["ErrorInfo"].reason == "CONCURRENCY_LIMIT_EXCEEDED"
+        call.cancel()
+        for _ in range(50):  # the slot comes back once the stream is gone
+            try:
+                await chat.CreateChatCompletion(cs.CreateChatCompletionRequest(
+                    model=CHAT, messages=[user("echo: c")]), metadata=svc.meta(made.secret))
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the concurrency slot was never released")

@@ -1,0 +1,129 @@
+"""Socket-level streaming behaviour on a real uvicorn server (in-process transports buffer).
+
+Keepalive comments before and between chunks, and a client disconnect cancelling the gRPC call.
+Times are short and bounds generous: nothing here measures performance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from gateway_fakes import RATE_METADATA, FakeService, abort, chunk, text_stream
+from litestar import Litestar
+
+from gateway import GatewaySettings, create_app
+
+KEEPALIVE = 0.2
+BODY = {"model": "raven/local-chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+AUTH = {"Authorization": "Bearer rk-test"}
+
+
+@pytest.fixture
+def app(channel: grpc.aio.Channel) -> Litestar:
+    return create_app(GatewaySettings(keepalive_interval=KEEPALIVE), channel=channel)
+
+
+async def read_lines(response: httpx.Response) -> AsyncIterator[tuple[float, str]]:
+    """Each line of the body with the time it arrived."""
+    async for line in response.aiter_lines():
+        yield time.monotonic(), line
+
+
+@pytest.mark.timeout(30)
+async def test_keepalive_comments_before_and_between_chunks(
+    app: Litestar, fake: FakeService, live_gateway: Any
+) -> None:
+    async def slow(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.send_initial_metadata(RATE_METADATA)
+        await asyncio.sleep(5 * KEEPALIVE)
+        messages = text_stream("slow", " reply")
+        yield messages[0]
+        await asyncio.sleep(3 * KEEPALIVE)
+        for message in messages[1:]:
+            yield message
+
+    fake.chat.stream = slow
+    async with live_gateway(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+        started = time.monotonic()
+        async with http.stream("POST", "/v1/chat/completions", json=BODY, headers=AUTH) as response:
+            headers_after = time.monotonic() - started
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            # Headers went out at the first keepalive, long before the first chunk; the rate-limit
+            # metadata the service sent up front is in them.
+            assert response.headers["x-ratelimit-limit-requests"] == "60"
+            lines = [line async for _, line in read_lines(response)]
+    assert headers_after < 5 * KEEPALIVE
+    first_data = next(i for i, line in enumerate(lines) if line.startswith("data: "))
+    before = [line for line in lines[:first_data] if line]
+    assert len(before) >= 2
+    assert set(before) == {": RAVEN PROCESSING"}
+    between = [line for line in lines[first_data + 1 :] if line.startswith(":")]
+    assert between and set(between) == {": RAVEN PROCESSING"}
+    data = [line[6:] for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "slow reply"
+
+
+@pytest.mark.timeout(30)
+async def test_fast_first_chunk_sends_no_comment(app: Litestar, live_gateway: Any) -> None:
+    async with live_gateway(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+        response = await http.post("/v1/chat/completions", json=BODY, headers=AUTH)
+    assert response.status_code == 200
+    assert ": RAVEN PROCESSING" not in response.text
+    assert response.text.endswith("data: [DONE]\n\n")
+
+
+@pytest.mark.timeout(30)
+async def test_client_disconnect_cancels_grpc_call(app: Litestar, fake: FakeService, live_gateway: Any) -> None:
+    async def endless(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        yield chunk(role="assistant", content="")
+        while True:
+            yield chunk(content="tok")
+            await asyncio.sleep(0.05)
+
+    fake.chat.stream = endless
+    async with live_gateway(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        payload = json.dumps(BODY).encode()
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer rk-test\r\n"
+            b"Content-Type: application/json\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+        )
+        await writer.drain()
+        received = b""
+        while received.count(b"data: ") < 3:
+            received += await asyncio.wait_for(reader.read(4096), timeout=5)
+        assert received.startswith(b"HTTP/1.1 200")
+        assert not fake.chat.cancelled.is_set()
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.wait_for(fake.chat.cancelled.wait(), timeout=3)
+
+
+@pytest.mark.timeout(30)
+async def test_error_before_headers_with_slow_start_is_http_status(
+    app: Litestar, fake: FakeService, live_gateway: Any
+) -> None:
+    async def refuses(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await asyncio.sleep(KEEPALIVE / 4)
+        await abort(
+            context, grpc.StatusCode.RESOURCE_EXHAUSTED, "Slow down.", reason="RATE_LIMIT_EXCEEDED", retry_after=1
+        )
+        yield chunk()  # pragma: no cover
+
+    fake.chat.stream = refuses
+    async with live_gateway(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+        response = await http.post("/v1/chat/completions", json=BODY, headers=AUTH)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
