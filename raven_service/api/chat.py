@@ -71,6 +71,8 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         except RavenError as exc:
             await abort(context, exc)
             raise
+        # Headers go out at admission, so a client waiting for a slow upstream already has them.
+        await send_rate(context, adm.ticket.rate, _extra_meta(adm.id, adm.dropped))
         Response = chat_service_pb2.StreamChatCompletionResponse
         Choice, Delta = chat_pb2.ChunkChoice, chat_pb2.ChatDelta
         base = {"id": adm.id, "model": adm.model.id, "created": adm.created}
@@ -113,7 +115,6 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
                 if first:
                     first = False
                     choice.delta.role = _ASSISTANT
-                    await send_rate(context, adm.ticket.rate, _extra_meta(adm.id, adm.dropped, provider))
                     yield Response(**base, choices=[choice], provider=provider, dropped_params=list(adm.dropped))
                     continue
                 yield Response(**base, choices=[choice])
