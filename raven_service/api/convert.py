@@ -35,8 +35,20 @@ from raven_service.core.types import (
 )
 
 
+def _ints(value: Any) -> Any:
+    """google.protobuf.Struct stores every number as a double; JSON Schema and upstream APIs
+    expect integers where the client wrote them (minItems: 1, not 1.0)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
 def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(s)
+    return _ints(json_format.MessageToDict(s))
 
 
 def _message(m: chat_pb2.ChatMessage) -> Message:
