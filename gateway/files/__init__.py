@@ -1,0 +1,5 @@
+"""File download slice (generated images and videos)."""
+
+from gateway.files.routes import FilesController
+
+__all__ = ["FilesController"]

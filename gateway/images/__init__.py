@@ -1,0 +1,5 @@
+"""Image generation slice."""
+
+from gateway.images.routes import ImagesController
+
+__all__ = ["ImagesController"]

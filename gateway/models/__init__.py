@@ -1,0 +1,5 @@
+"""Model catalogue slice."""
+
+from gateway.models.routes import ModelsController
+
+__all__ = ["ModelsController"]

@@ -1,0 +1,186 @@
+"""Server-streaming gRPC calls -> HTTP streams (SSE for chat, raw bytes for files).
+
+:class:`RpcStream` pumps a call into a small bounded queue, so that a consumer can wait for the next
+message with a timeout *without* cancelling the call (cancelling a pending ``call.read()`` would
+cancel the RPC), and can take every message that is already there in one go (bursts of chunks
+become one socket write). :func:`sse_events` turns the batches into SSE frames: one
+``data: <json>`` event per message, a ``: RAVEN PROCESSING`` comment whenever nothing arrived for
+``keepalive`` seconds, a final error event if the call fails after the headers went out, and
+``data: [DONE]``. Whatever ends the generator (end of stream, failure, client disconnect) cancels
+the gRPC call in ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final, Generic, TypeVar
+
+import grpc
+
+__all__ = [
+    "DONE",
+    "END",
+    "KEEPALIVE",
+    "RpcStream",
+    "data_event",
+    "open_stream",
+    "sse_events",
+]
+
+T = TypeVar("T")
+
+DONE: Final = b"data: [DONE]\n\n"
+KEEPALIVE: Final = b": RAVEN PROCESSING\n\n"
+
+
+class _End:
+    """The end-of-stream marker in a batch."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END: Final = _End()
+
+#: A batch item: a message, END, or the exception that ended the call (after which nothing follows).
+Item = Any
+
+
+def data_event(payload: bytes) -> bytes:
+    """One SSE ``data:`` event (``payload`` is single-line JSON)."""
+    return b"data: " + payload + b"\n\n"
+
+
+class RpcStream(Generic[T]):
+    """A server-streaming call read by a background pump into a bounded queue."""
+
+    __slots__ = ("_call", "_pump", "_queue", "initial_metadata")
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall[Any, T], *, buffer: int = 64) -> None:
+        """Start pumping ``call`` (must run inside the event loop)."""
+        self._call = call
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(buffer)
+        #: The call's initial metadata once received (None until then).
+        self.initial_metadata: grpc.aio.Metadata | None = None
+        self._pump = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        call, queue = self._call, self._queue
+        try:
+            self.initial_metadata = await call.initial_metadata()
+            while True:
+                message = await call.read()
+                if message is grpc.aio.EOF:
+                    await queue.put(END)
+                    return
+                await queue.put(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # AioRpcError, or a bug: either way the consumer reports it
+            await queue.put(exc)
+
+    async def next_batch(self, wait: float | None) -> list[Item] | None:
+        """Every item available now, waiting up to ``wait`` seconds (None: forever) for the first.
+
+        Returns:
+            The items (the last may be END or an exception), or None if ``wait`` passed first.
+        """
+        queue = self._queue
+        if queue.empty():
+            if wait is None:
+                first = await queue.get()
+            else:
+                try:
+                    async with asyncio.timeout(wait):
+                        first = await queue.get()
+                except TimeoutError:
+                    return None
+        else:
+            first = queue.get_nowait()
+        batch = [first]
+        while not queue.empty():
+            batch.append(queue.get_nowait())
+        return batch
+
+    def cancel(self) -> None:
+        """Stop reading and cancel the RPC (a no-op once it finished)."""
+        self._pump.cancel()
+        self._call.cancel()
+
+
+async def open_stream(
+    call: grpc.aio.UnaryStreamCall[Any, T], wait: float | None, *, buffer: int = 64
+) -> tuple[RpcStream[T], list[Item] | None]:
+    """Start reading ``call`` and wait up to ``wait`` seconds for its first message.
+
+    Returns:
+        The stream and its first batch (None if ``wait`` passed first).
+
+    Raises:
+        grpc.aio.AioRpcError: the call failed before its first message (answer with an HTTP error).
+    """
+    stream = RpcStream(call, buffer=buffer)
+    try:
+        first = await stream.next_batch(wait)
+    except BaseException:
+        stream.cancel()
+        raise
+    if first is not None and isinstance(first[0], BaseException):
+        stream.cancel()
+        raise first[0]
+    return stream, first
+
+
+async def sse_events(
+    stream: RpcStream[T],
+    first: list[Item] | None,
+    *,
+    keepalive: float,
+    render: Callable[[T], bytes],
+    render_error: Callable[[BaseException], bytes],
+) -> AsyncIterator[bytes]:
+    """SSE frames for ``stream``, starting with the batch ``first`` (None: nothing arrived yet).
+
+    Args:
+        stream: The stream being read.
+        first: The batch :func:`open_stream` returned.
+        keepalive: Seconds of silence after which a comment is sent.
+        render: One message -> one complete ``data:`` event.
+        render_error: The exception that ended the call -> one complete ``data:`` event.
+    """
+    try:
+        batch = first
+        while True:
+            if batch is None:
+                yield KEEPALIVE
+            else:
+                try:
+                    frames, done = _frames(batch, render, render_error)
+                except Exception as exc:  # a rendering bug must still end the stream properly
+                    frames, done = [render_error(exc), DONE], True
+                yield b"".join(frames) if len(frames) > 1 else frames[0]
+                if done:
+                    return
+            batch = await stream.next_batch(keepalive)
+    finally:
+        stream.cancel()
+
+
+def _frames(
+    batch: list[Item], render: Callable[[Any], bytes], render_error: Callable[[BaseException], bytes]
+) -> tuple[list[bytes], bool]:
+    """The SSE frames of one batch, and whether the stream ended with it."""
+    frames: list[bytes] = []
+    for item in batch:
+        if item is END:
+            frames.append(DONE)
+            return frames, True
+        if isinstance(item, BaseException):
+            frames.append(render_error(item))
+            frames.append(DONE)
+            return frames, True
+        frames.append(render(item))
+    return frames, False

@@ -1,0 +1,5 @@
+"""Video generation task slice."""
+
+from gateway.videos.routes import VideosController
+
+__all__ = ["VideosController"]
