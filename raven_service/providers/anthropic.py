@@ -1,0 +1,729 @@
+"""The ``anthropic`` provider kind: Anthropic's Messages API, translated both ways.
+
+- Chat: ``POST {base_url}/v1/messages`` (``base_url`` is the API root, e.g.
+  ``https://api.anthropic.com``), unary and streamed, with ``x-api-key`` (read from
+  ``cfg.api_key_env`` at call time), ``anthropic-version: 2023-06-01`` and the configured headers
+  (which win, e.g. an ``anthropic-beta`` header or a proxy's own auth).
+- Transport and HTTP-status errors are mapped in `providers._http` (529 ``overloaded_error`` and
+  429 are retryable there, ``retry-after`` is parsed, Anthropic's ``{"type": "error", "error":
+  {"type", "message"}}`` body gives the message). This module maps only what arrives inside a
+  200: the stream's ``error`` event and an error body.
+
+Request translation (OpenAI semantics -> Messages API), `messages_body`:
+
+- ``system`` and ``developer`` messages, wherever they sit, are hoisted into the top-level
+  ``system`` string (joined by a blank line); Anthropic has no mid-conversation system turn.
+- user / assistant messages become content blocks: text, ``image`` (``base64`` source for
+  ``data:`` URLs, ``url`` source otherwise); assistant ``tool_calls`` become ``tool_use`` blocks
+  whose ``input`` is the parsed arguments (``""`` -> ``{}``; arguments that are not a JSON object
+  travel as ``{"_raw": "<text>"}`` so nothing is lost and the request stays valid).
+- ``tool`` messages become ``tool_result`` blocks in a user turn. Consecutive turns of one role
+  are merged (Anthropic wants user / assistant alternation), so several tool results land in one
+  user message; inside a user turn the ``tool_result`` blocks go first, as Anthropic requires.
+  Empty text blocks (which Anthropic rejects) are dropped; message ``name`` has no equivalent.
+- ``max_tokens`` is required upstream: the request's, else `DEFAULT_MAX_TOKENS`.
+- ``temperature`` is clamped to Anthropic's 0..1; ``top_p`` passes; ``stop`` ->
+  ``stop_sequences``; ``user`` -> ``metadata.user_id``.
+- ``tools`` -> ``{name, description, input_schema}`` (``{"type": "object"}`` when there are no
+  parameters); ``tool_choice`` auto -> ``{type: auto}``, required -> ``{type: any}``, function ->
+  ``{type: tool, name}``, none -> ``{type: none}``. ``parallel_tool_calls: false`` (an extra key)
+  becomes ``disable_parallel_tool_use``.
+- ``response_format`` (json_object / json_schema) has no native equivalent in this API version:
+  it becomes an instruction appended to ``system`` asking for a bare JSON value (matching the
+  schema, which is quoted). The reply is not validated here.
+- Not sent (no Anthropic equivalent): ``seed``, ``frequency_penalty``, ``presence_penalty``,
+  ``strict``, image ``detail``. Of the unknown top-level keys (``extra``) only Anthropic's own
+  request fields in `PASSTHROUGH_EXTRA` are passed (``top_k``, ``thinking``, ...); anything else
+  is an OpenAI-only knob that Anthropic would reject with a 400.
+
+Response translation: ``text`` blocks -> content (concatenated), ``tool_use`` blocks ->
+tool calls (ids passed through unchanged, ``input`` as JSON text). Other blocks (``thinking``,
+server tools) are not surfaced. ``stop_reason`` -> finish reason per SPEC §8, native kept.
+
+Stream contract (core.ports.ChatProvider): TextDelta / ToolCallDelta events, then exactly one
+Finish, then exactly one UsageReport. Tool-call ``index`` is the ordinal of the ``tool_use``
+block among tool_use blocks (Anthropic's own block index also counts text blocks). Usage is the
+upstream's own: prompt = ``input_tokens`` + cache creation + cache read tokens (from
+``message_start``, updated by ``message_delta`` when it carries them), completion = the
+cumulative ``output_tokens`` of the last ``message_delta``; Raven estimates (``estimated=True``)
+only what never arrived. ``ping`` and unknown event types are ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import msgspec
+
+from raven_service.config import ProviderConfig
+from raven_service.core.errors import UpstreamError
+from raven_service.core.tokens import count_message_tokens, count_tokens
+from raven_service.core.types import (
+    ChatEvent,
+    ChatRequest,
+    ChatResult,
+    ContentPart,
+    Finish,
+    Message,
+    ProviderChatRequest,
+    ResponseFormat,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    UsageReport,
+)
+from raven_service.providers._http import UpstreamClient, UpstreamResponse, error_from_payload, scrub
+from raven_service.providers._sse import SSEDecoder, SSEError
+
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "DEFAULT_MAX_TOKENS",
+    "PASSTHROUGH_EXTRA",
+    "AnthropicProvider",
+    "create",
+    "messages_body",
+    "mint_call_id",
+    "normalise_stop_reason",
+]
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+USER_AGENT = "raven-router/0.1"
+MESSAGES_PATH = "/v1/messages"
+#: Top-level Messages API fields that may arrive in `ChatRequest.extra` and are passed through.
+PASSTHROUGH_EXTRA = frozenset({"top_k", "thinking", "metadata", "service_tier", "container", "mcp_servers"})
+_AUTH_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+_MAX_BODY = 64 * 1024 * 1024
+_DRAIN_GRACE = 0.1  # seconds to wait after message_stop for the end of the body (keeps the connection)
+
+_FINISH: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+#: Anthropic error `type` -> the HTTP status Anthropic uses for it (errors sent inside a 200).
+_ERROR_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+_JSON_OBJECT_INSTRUCTION = (
+    "Respond with a single valid JSON object and nothing else: no prose before or after it and no "
+    "Markdown code fences."
+)
+_JSON_SCHEMA_INSTRUCTION = (
+    "Respond with a single valid JSON value that conforms to the following JSON Schema{name}, and nothing "
+    "else: no prose before or after it and no Markdown code fences.\n{schema}"
+)
+
+
+# ------------------------------------------------------------------------------------ wire types
+# Only what we read is declared; unknown fields are ignored (Anthropic adds fields over time).
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class _Block(msgspec.Struct):
+    type: str = ""
+    text: str | None = None  # text
+    id: str | None = None  # tool_use
+    name: str | None = None  # tool_use
+    input: Any = None  # tool_use
+
+
+class _Message(msgspec.Struct):
+    type: str = ""  # "message", or "error" for an error body
+    content: list[_Block] | None = None
+    stop_reason: str | None = None
+    usage: _Usage | None = None
+    error: Any = None
+
+
+class _Delta(msgspec.Struct):
+    type: str = ""  # text_delta | input_json_delta | thinking_delta | ... (content_block_delta)
+    text: str | None = None
+    partial_json: str | None = None
+    stop_reason: str | None = None  # message_delta
+
+
+class _Event(msgspec.Struct):
+    type: str = ""
+    message: _Message | None = None  # message_start
+    index: int | None = None  # content_block_*
+    content_block: _Block | None = None  # content_block_start
+    delta: _Delta | None = None  # content_block_delta, message_delta
+    usage: _Usage | None = None  # message_delta
+    error: Any = None  # error
+
+
+_ENCODER = msgspec.json.Encoder()
+_EVENT = msgspec.json.Decoder(_Event)
+_MESSAGE = msgspec.json.Decoder(_Message)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+# ------------------------------------------------------------------------------ request building
+def _image_source(url: str) -> dict[str, str]:
+    """An image ``source``: ``base64`` for a ``data:`` URL, ``url`` otherwise."""
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        if sep:
+            params = header.split(";")
+            media_type = params[0].strip().lower()
+            if any(p.strip().lower() == "base64" for p in params[1:]):
+                b64 = "".join(data.split())
+            else:  # a percent-encoded data URL: Anthropic wants base64
+                b64 = base64.b64encode(unquote_to_bytes(data)).decode()
+            return {"type": "base64", "media_type": media_type, "data": b64}
+    return {"type": "url", "url": url}
+
+
+def _part_blocks(parts: Sequence[ContentPart]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for p in parts:
+        if p.type == "image_url":
+            blocks.append({"type": "image", "source": _image_source(p.image_url)})
+        elif p.text.strip():
+            blocks.append({"type": "text", "text": p.text})
+    return blocks
+
+
+def _content_blocks(m: Message) -> list[dict[str, Any]]:
+    if m.parts:
+        return _part_blocks(m.parts)
+    return [{"type": "text", "text": m.content}] if m.content and m.content.strip() else []
+
+
+def _tool_input(arguments: str) -> dict[str, Any]:
+    """A tool call's arguments as the object Anthropic's ``input`` must be."""
+    if not arguments.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(arguments)
+    except msgspec.DecodeError:
+        return {"_raw": arguments}
+    return value if isinstance(value, dict) else {"_raw": arguments}
+
+
+def _tool_result(m: Message) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or ""}
+    if m.parts:
+        content: list[dict[str, Any]] | str = _part_blocks(m.parts)
+    else:
+        content = m.content or ""
+    if content:
+        block["content"] = content
+    return block
+
+
+def _turns(messages: Sequence[Message]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(system texts, alternating user / assistant turns)."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role in ("system", "developer"):
+            text = m.text()
+            if text.strip():
+                system.append(text)
+            continue
+        if m.role == "tool":
+            role, blocks = "user", [_tool_result(m)]
+        elif m.role == "assistant":
+            role, blocks = "assistant", _content_blocks(m)
+            blocks.extend(
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
+                for c in m.tool_calls
+            )
+        else:
+            role, blocks = "user", _content_blocks(m)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        blocks = turn["content"]
+        if turn["role"] == "user" and len(blocks) > 1:
+            # tool_result blocks must open the user turn (stable: both groups keep their order)
+            turn["content"] = [b for b in blocks if b["type"] == "tool_result"] + [
+                b for b in blocks if b["type"] != "tool_result"
+            ]
+    return system, turns
+
+
+def _format_instruction(rf: ResponseFormat) -> str:
+    if rf.type == "json_object":
+        return _JSON_OBJECT_INSTRUCTION
+    if rf.type == "json_schema":
+        schema = _ENCODER.encode(rf.schema or {}).decode()
+        return _JSON_SCHEMA_INSTRUCTION.format(name=f" (named {rf.name!r})" if rf.name else "", schema=schema)
+    return ""
+
+
+def _tools(r: ChatRequest, body: dict[str, Any], parallel: Any) -> None:
+    if not r.tools:
+        return
+    tools = []
+    for t in r.tools:
+        schema = dict(t.parameters) if t.parameters else {}
+        schema.setdefault("type", "object")
+        tool: dict[str, Any] = {"name": t.name}
+        if t.description:
+            tool["description"] = t.description
+        tool["input_schema"] = schema
+        tools.append(tool)
+    body["tools"] = tools
+    choice: dict[str, Any] | None = None
+    tc = r.tool_choice
+    if tc is not None:
+        if tc.mode == "required":
+            choice = {"type": "any"}
+        elif tc.mode == "function":
+            choice = {"type": "tool", "name": tc.name or ""}
+        else:  # "auto" | "none": the same word in Anthropic's API
+            choice = {"type": tc.mode}
+    if parallel is False and (choice is None or choice["type"] != "none"):
+        choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    if choice is not None:
+        body["tool_choice"] = choice
+
+
+def messages_body(
+    upstream_model: str, r: ChatRequest, *, stream: bool, default_max_tokens: int = DEFAULT_MAX_TOKENS
+) -> dict[str, Any]:
+    """The Messages API request body for `r`; see the module docstring for the mapping."""
+    body: dict[str, Any] = {k: v for k, v in r.extra.items() if k in PASSTHROUGH_EXTRA} if r.extra else {}
+    system, turns = _turns(r.messages)
+    if r.response_format is not None and (instruction := _format_instruction(r.response_format)):
+        system.append(instruction)
+    body["model"] = upstream_model
+    body["max_tokens"] = r.max_tokens if r.max_tokens is not None else default_max_tokens
+    if system:
+        body["system"] = "\n\n".join(system)
+    body["messages"] = turns
+    if r.temperature is not None:
+        body["temperature"] = min(1.0, max(0.0, float(r.temperature)))
+    if r.top_p is not None:
+        body["top_p"] = r.top_p
+    if r.stop:
+        body["stop_sequences"] = list(r.stop)
+    _tools(r, body, r.extra.get("parallel_tool_calls") if r.extra else None)
+    if r.user is not None:
+        metadata = body.get("metadata")
+        body["metadata"] = {**(metadata if isinstance(metadata, dict) else {}), "user_id": r.user}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+# ---------------------------------------------------------------------------- response translation
+def normalise_stop_reason(native: str | None, made_tool_calls: bool = False) -> str:
+    """The core finish reason for an Anthropic ``stop_reason`` (SPEC §8): end_turn, stop_sequence,
+    pause_turn -> stop; max_tokens -> length; tool_use -> tool_calls; refusal -> content_filter;
+    anything else -> stop. A reply that made tool calls and would finish "stop" finishes
+    "tool_calls" (what OpenAI clients look for before running tools)."""
+    reason = _FINISH.get(native, "stop") if native else "stop"
+    return "tool_calls" if reason == "stop" and made_tool_calls else reason
+
+
+def mint_call_id() -> str:
+    """A fresh ``call_`` + 24 hex characters id, for a tool_use block that came without one."""
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def _block_key(ev: _Event) -> int:
+    return ev.index if ev.index is not None else -1
+
+
+def _json_text(value: Any) -> str:
+    return _ENCODER.encode(value if value is not None else {}).decode()
+
+
+def _estimate_prompt(r: ChatRequest) -> int:
+    return count_message_tokens(r.messages, r.tools)
+
+
+def _payload_error(provider: str, error: Any, secrets: Sequence[str]) -> UpstreamError:
+    """The core error for an Anthropic error object received inside a 200 (stream event or body);
+    carries the HTTP status Anthropic uses for that error type."""
+    err = error_from_payload(provider, error, secrets=secrets)
+    kind = error.get("type") if isinstance(error, dict) else None
+    status = _ERROR_STATUS.get(kind) if isinstance(kind, str) else None
+    if status is not None:
+        err.status = status
+        if status == 429 or status >= 500:
+            err.retryable = True
+        if status == 429:
+            err.code = "upstream_rate_limited"
+    return err
+
+
+class _Call:
+    """A streamed tool_use block being reassembled."""
+
+    __slots__ = ("args", "ordinal")
+
+    def __init__(self, ordinal: int) -> None:
+        self.ordinal = ordinal
+        self.args: list[str] = []
+
+
+class _StreamState:
+    """Per-stream translation state: Anthropic events in, core events out (into `out`)."""
+
+    __slots__ = (
+        "cache_creation", "cache_read", "calls", "done", "emitted", "error", "input_tokens", "out",
+        "output_tokens", "provider", "secrets", "stop_reason", "text",
+    )
+
+    def __init__(self, provider: str, secrets: Sequence[str]) -> None:
+        self.provider = provider
+        self.secrets = secrets
+        self.out: list[ChatEvent] = []
+        self.text: list[str] = []
+        self.calls: dict[int, _Call] = {}  # Anthropic block index -> call
+        self.input_tokens: int | None = None
+        self.cache_creation = 0
+        self.cache_read = 0
+        self.output_tokens: int | None = None
+        self.stop_reason: str | None = None
+        self.done = False  # message_stop seen
+        self.emitted = False  # any event handed out (or about to be)
+        self.error: UpstreamError | None = None  # raised after the events that preceded it
+
+    def malformed(self, what: str) -> UpstreamError:
+        return UpstreamError(
+            scrub(f"upstream {self.provider!r} sent {what}", self.secrets), provider=self.provider, retryable=False
+        )
+
+    def failed(self, error: Any) -> UpstreamError:
+        """The error for an ``error`` event; never retryable once events went out."""
+        err = _payload_error(self.provider, error, self.secrets)
+        if self.emitted:
+            err.retryable = False
+        return err
+
+    def usage(self, u: _Usage | None) -> None:
+        if u is None:
+            return
+        if u.input_tokens is not None:
+            self.input_tokens = u.input_tokens
+        if u.cache_creation_input_tokens is not None:
+            self.cache_creation = u.cache_creation_input_tokens
+        if u.cache_read_input_tokens is not None:
+            self.cache_read = u.cache_read_input_tokens
+        if u.output_tokens is not None:
+            self.output_tokens = u.output_tokens
+
+    def handle(self, name: str, data: bytes) -> None:
+        """Translates one SSE event (`name` is its ``event:`` field)."""
+        try:
+            ev = _EVENT.decode(data)
+        except _DECODE_ERRORS:
+            if name == "error":
+                raise self.failed(data[:500].decode("utf-8", "replace")) from None
+            snippet = data[:80].decode("utf-8", "replace")
+            raise self.malformed(f"a malformed stream event: {snippet!r}") from None
+        kind = ev.type or name
+        if kind == "content_block_delta":
+            self._delta(ev)
+        elif kind == "content_block_start":
+            self._start(ev)
+        elif kind == "content_block_stop":
+            call = self.calls.get(_block_key(ev))
+            if call is not None and not call.args:  # a call without input: "{}", never ""
+                call.args.append("{}")
+                self._emit(ToolCallDelta(index=call.ordinal, arguments="{}"))
+        elif kind == "message_start":
+            if ev.message is not None:
+                self.usage(ev.message.usage)
+        elif kind == "message_delta":
+            if ev.delta is not None and ev.delta.stop_reason:
+                self.stop_reason = ev.delta.stop_reason
+            self.usage(ev.usage)
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            raise self.failed(ev.error if ev.error is not None else "unknown error")
+        # "ping" and event types added after this was written are ignored
+
+    def _emit(self, event: ChatEvent) -> None:
+        self.out.append(event)
+        self.emitted = True
+
+    def _start(self, ev: _Event) -> None:
+        block = ev.content_block
+        if block is None:
+            return
+        if block.type == "text":
+            if block.text:
+                self.text.append(block.text)
+                self._emit(TextDelta(text=block.text))
+        elif block.type == "tool_use":
+            call = self.calls[_block_key(ev)] = _Call(len(self.calls))
+            # The input normally streams as input_json_delta after an empty {}; take a non-empty one.
+            args = _json_text(block.input) if isinstance(block.input, dict) and block.input else ""
+            if args:
+                call.args.append(args)
+            self._emit(ToolCallDelta(index=call.ordinal, id=block.id or mint_call_id(), name=block.name or "",
+                                     arguments=args))
+
+    def _delta(self, ev: _Event) -> None:
+        delta = ev.delta
+        if delta is None:
+            return
+        if delta.type == "text_delta":
+            if delta.text:
+                self.text.append(delta.text)
+                self._emit(TextDelta(text=delta.text))
+        elif delta.type == "input_json_delta":
+            call = self.calls.get(_block_key(ev))
+            if call is None:
+                raise self.malformed(f"input_json_delta for block {ev.index}, which is not a tool_use block")
+            if delta.partial_json:
+                call.args.append(delta.partial_json)
+                self._emit(ToolCallDelta(index=call.ordinal, arguments=delta.partial_json))
+        # thinking_delta, signature_delta, citations_delta: not surfaced
+
+    def ending(self, request: ChatRequest) -> tuple[Finish, UsageReport]:
+        """The closing Finish and UsageReport."""
+        native = self.stop_reason or ""
+        finish = Finish(reason=normalise_stop_reason(native, bool(self.calls)), native=native)
+        prompt = self.input_tokens
+        completion = self.output_tokens
+        if prompt is not None and completion is not None:
+            return finish, UsageReport(
+                prompt_tokens=prompt + self.cache_creation + self.cache_read, completion_tokens=completion
+            )
+        prompt = _estimate_prompt(request) if prompt is None else prompt + self.cache_creation + self.cache_read
+        if completion is None:
+            completion = count_tokens("".join(self.text)) + sum(
+                count_tokens("".join(c.args)) for c in self.calls.values()
+            )
+        return finish, UsageReport(prompt_tokens=prompt, completion_tokens=completion, estimated=True)
+
+
+def _result_events(result: ChatResult) -> list[ChatEvent]:
+    """A whole completion as stream events (for an answer that came as one JSON body)."""
+    events: list[ChatEvent] = []
+    if result.content:
+        events.append(TextDelta(text=result.content))
+    for i, call in enumerate(result.tool_calls):
+        events.append(ToolCallDelta(index=i, id=call.id, name=call.name, arguments=call.arguments))
+    events.append(Finish(reason=result.finish_reason, native=result.native_finish_reason))
+    events.append(UsageReport(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                              estimated=result.usage_estimated))
+    return events
+
+
+# ------------------------------------------------------------------------------------- the adapter
+class AnthropicProvider:
+    """Chat adapter for Anthropic's Messages API (one per configured provider).
+
+    Implements `core.ports.ChatProvider`. Holds one pooled HTTP session (created lazily in the
+    running loop); `aclose()` closes it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ProviderConfig,
+        *,
+        http: UpstreamClient | None = None,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.base_url = cfg.base_url.rstrip("/")
+        self.default_max_tokens = default_max_tokens
+        self._url = self.base_url + MESSAGES_PATH
+        self._http = http or UpstreamClient.from_config(name, cfg)
+        self._static_secrets = tuple(v for k, v in cfg.headers.items() if k.lower() in _AUTH_HEADERS)
+        self._http.secrets = self._static_secrets
+        self._key: str | None = None
+        self._hdr_json: dict[str, str] = {}
+        self._hdr_sse: dict[str, str] = {}
+        self._build_headers(None)
+
+    # -- credentials and headers
+    def _build_headers(self, key: str | None) -> None:
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "anthropic-version": ANTHROPIC_VERSION,
+        }
+        if key:
+            headers["x-api-key"] = key
+        headers.update(self.cfg.headers)  # configured headers win (anthropic-beta, a proxy's auth ...)
+        self._hdr_json = headers
+        self._hdr_sse = {**headers, "Accept": "text/event-stream"}
+        self._key = key
+        self._http.secrets = (*self._static_secrets, key) if key else self._static_secrets
+
+    def _headers(self, stream: bool) -> dict[str, str]:
+        """The request headers, with the API key read from the environment now (a rotated key is
+        picked up without a restart)."""
+        env = self.cfg.api_key_env
+        if env:
+            key = os.environ.get(env)
+            if not key:
+                raise UpstreamError(
+                    f"provider {self.name!r} has no API key: the environment variable {env} is not set",
+                    provider=self.name,
+                    retryable=False,
+                    code="upstream_auth_missing",
+                )
+            if key != self._key:
+                self._build_headers(key)
+        return self._hdr_sse if stream else self._hdr_json
+
+    def _malformed(self, what: str) -> UpstreamError:
+        return UpstreamError(f"upstream {self.name!r} sent {what}", provider=self.name, retryable=False)
+
+    def _body(self, req: ProviderChatRequest, *, stream: bool) -> bytes:
+        body = messages_body(req.upstream_model, req.request, stream=stream,
+                             default_max_tokens=self.default_max_tokens)
+        return _ENCODER.encode(body)
+
+    # -- unary
+    def _result(self, request: ChatRequest, raw: bytes) -> ChatResult:
+        try:
+            message = _MESSAGE.decode(raw)
+        except _DECODE_ERRORS:
+            raise self._malformed("a malformed message") from None
+        if message.type == "error" or message.error is not None:
+            raise _payload_error(self.name, message.error, self._http.secrets)
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        for block in message.content or ():
+            if block.type == "text":
+                texts.append(block.text or "")
+            elif block.type == "tool_use":
+                call_id = block.id or mint_call_id()
+                calls.append(ToolCall(id=call_id, name=block.name or "", arguments=_json_text(block.input)))
+        content = "".join(texts) if texts else None
+        native = message.stop_reason or ""
+        usage = message.usage
+        prompt = usage.input_tokens if usage is not None else None
+        completion = usage.output_tokens if usage is not None else None
+        estimated = prompt is None or completion is None
+        if prompt is None:
+            prompt = _estimate_prompt(request)
+        elif usage is not None:
+            prompt += (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+        if completion is None:
+            completion = count_tokens(content) + sum(count_tokens(c.arguments) for c in calls)
+        return ChatResult(
+            content=content,
+            tool_calls=tuple(calls),
+            finish_reason=normalise_stop_reason(native, bool(calls)),
+            native_finish_reason=native,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            usage_estimated=estimated,
+        )
+
+    async def complete(self, req: ProviderChatRequest) -> ChatResult:
+        """One whole completion from the non-streaming call."""
+        headers = self._headers(stream=False)
+        resp = await self._http.send("POST", self._url, headers=headers, body=self._body(req, stream=False))
+        async with resp:
+            raw = await resp.read(_MAX_BODY)
+        return self._result(req.request, raw)
+
+    # -- streaming
+    async def stream(self, req: ProviderChatRequest) -> AsyncIterator[ChatEvent]:
+        """Streams the completion; see the module docstring for the event contract. Stopping the
+        iteration (aclose, cancellation) closes the upstream connection at once."""
+        headers = self._headers(stream=True)
+        resp = await self._http.send("POST", self._url, headers=headers, body=self._body(req, stream=True))
+        try:
+            if resp.content_type == "application/json":  # a whole message (or error) instead of events
+                for event in _result_events(self._result(req.request, await resp.read(_MAX_BODY))):
+                    yield event
+                return
+            state = _StreamState(self.name, self._http.secrets)
+            decoder = SSEDecoder()
+            while (batch := await self._next_batch(resp, state, decoder)) is not None:
+                for event in batch:
+                    yield event
+            finish, usage = state.ending(req.request)
+            yield finish
+            yield usage
+            if not resp.at_eof:
+                await resp.finish(_DRAIN_GRACE)  # let the connection go back to the pool
+        finally:
+            resp.close()
+
+    async def _next_batch(
+        self, resp: UpstreamResponse, state: _StreamState, decoder: SSEDecoder
+    ) -> list[ChatEvent] | None:
+        """The events of the next read (maybe none); None once the stream is over (message_stop,
+        or the end of the body after a stop_reason). Raises if it ends before finishing."""
+        if state.error is not None:
+            raise state.error
+        if state.done:
+            return None
+        try:
+            data = await resp.chunk()
+        except UpstreamError as exc:
+            if state.stop_reason is not None:
+                return None  # every content block and the stop reason arrived; only message_stop is missing
+            if state.emitted:
+                exc.retryable = False
+            raise
+        try:
+            events = decoder.feed(data) if data else decoder.flush()
+        except SSEError as exc:
+            raise state.malformed(str(exc)) from None
+        try:
+            for event in events:
+                state.handle(event.event, event.data)
+                if state.done:
+                    break
+            if not data and not state.done:
+                if state.stop_reason is None:
+                    raise UpstreamError(
+                        f"upstream {self.name!r} ended the stream before it finished",
+                        provider=self.name,
+                        retryable=not state.emitted,
+                    )
+                state.done = True
+        except UpstreamError as exc:
+            if not state.out:
+                raise
+            state.error = exc  # hand out what arrived before the failure first
+        batch, state.out = state.out, []
+        return batch
+
+    async def aclose(self) -> None:
+        """Closes the upstream connection pool."""
+        await self._http.aclose()
+
+
+def create(name: str, cfg: ProviderConfig) -> AnthropicProvider:
+    """The registry's factory for ``kind = "anthropic"``."""
+    return AnthropicProvider(name, cfg)
