@@ -39,8 +39,8 @@ async def level(stub, meta, args, concurrency: int, duration: float) -> dict:
             try:
                 if args.stream:
                     first = None
-                    async for m in stub.StreamChatCompletion(
-                            chat_service_pb2.StreamChatCompletionRequest(model=args.model, messages=msg), metadata=meta):
+                    req = chat_service_pb2.StreamChatCompletionRequest(model=args.model, messages=msg)
+                    async for m in stub.StreamChatCompletion(req, metadata=meta):
                         if first is None and m.choices:
                             first = time.perf_counter() - t0
                     lat.append(first or 0.0)

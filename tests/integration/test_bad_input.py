@@ -85,8 +85,8 @@ GRPC_CASES = [
 @pytest.mark.parametrize(("name", "fields", "param"), GRPC_CASES, ids=[c[0] for c in GRPC_CASES])
 @pytest.mark.parametrize("rpc", ["CreateChatCompletion", "StreamChatCompletion"])
 async def test_grpc_bad_input(svc, channel, name, fields, param, rpc):
-    from grpc_status import rpc_status
     from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
 
     base = {"model": CHAT, "messages": [chat_pb2.ChatMessage(role="user", content="hi")]}
     base.update(fields)

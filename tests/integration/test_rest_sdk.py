@@ -7,7 +7,6 @@ import base64
 import io
 import json
 
-import httpx
 import jsonschema
 import openai
 import pytest
@@ -82,7 +81,8 @@ async def test_streamed_tool_calls_validate_against_schema(rest):
     client = rest.sdk()
     stream = await client.chat.completions.create(
         model=CHAT, stream=True, messages=[{"role": "user", "content": "What's the weather in Oslo?"}],
-        tools=[{"type": "function", "function": {"name": "get_weather", "description": "weather", "parameters": WEATHER}}],
+        tools=[{"type": "function",
+                "function": {"name": "get_weather", "description": "weather", "parameters": WEATHER}}],
         tool_choice="required")
     calls: dict[int, dict[str, str]] = {}
     finish = None

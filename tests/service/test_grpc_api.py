@@ -13,7 +13,6 @@ from grpc_status import rpc_status
 
 from raven.v1 import (
     chat_pb2,
-    chat_service_pb2 as cs,
     chat_service_pb2_grpc,
     file_service_pb2,
     file_service_pb2_grpc,
@@ -28,6 +27,9 @@ from raven.v1 import (
     video_pb2,
     video_service_pb2,
     video_service_pb2_grpc,
+)
+from raven.v1 import (
+    chat_service_pb2 as cs,
 )
 
 CHAT = "raven/local-chat"
@@ -67,7 +69,8 @@ async def test_unary_chat_and_generation_record(svc, channel):
     assert int(meta["x-ratelimit-limit-requests"]) == 10000
     assert int(meta["x-ratelimit-remaining-requests"]) == 9999
     usage = usage_service_pb2_grpc.UsageServiceStub(channel)
-    gen = (await usage.GetGeneration(usage_service_pb2.GetGenerationRequest(id=resp.id), metadata=svc.meta())).generation
+    req = usage_service_pb2.GetGenerationRequest(id=resp.id)
+    gen = (await usage.GetGeneration(req, metadata=svc.meta())).generation
     assert gen.id == resp.id and gen.provider == "local" and gen.status == "completed"
     assert gen.prompt_tokens == resp.usage.prompt_tokens and gen.total_cost == resp.usage.cost
     # another key cannot read it
@@ -246,7 +249,8 @@ async def test_images_b64_and_url_download(svc, channel):
     assert parts[0].mime_type == "image/png"
     assert b"".join(p.data for p in parts)[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(grpc.aio.AioRpcError) as ei:
-        async for _ in files.DownloadFile(file_service_pb2.DownloadFileRequest(id=file_id), metadata=svc.meta(svc.admin)):
+        req = file_service_pb2.DownloadFileRequest(id=file_id)
+        async for _ in files.DownloadFile(req, metadata=svc.meta(svc.admin)):
             pass
     assert ei.value.code() == grpc.StatusCode.NOT_FOUND
 
