@@ -92,3 +92,30 @@ def test_restart_loses_no_video_task(raven, tmp_path):
     video = httpx.get(done[ids[0]]["outputs"][0]["url"], headers=headers)
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
     assert p2.stop() == 0
+
+
+def test_sigterm_drains_an_open_stream(raven):
+    """SIGTERM while a stream is open: the stream still completes with [DONE], then exit 0."""
+    import signal
+    import threading
+
+    p = raven(tps="100")
+    lines: list[str] = []
+
+    def consume() -> None:
+        with httpx.stream("POST", p.base + "/v1/chat/completions", headers={"Authorization": f"Bearer {p.key}"},
+                          json={"model": "raven/local-chat", "stream": True, "max_tokens": 150,
+                                "messages": [{"role": "user", "content": "write a long story"}]}, timeout=60) as r:
+            lines.extend(r.iter_lines())
+
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.5)  # the stream is under way (150 tokens take ~1.5 s)
+    p.proc.send_signal(signal.SIGTERM)
+    t.join(60)
+    assert p.proc.wait(30) == 0
+    data = [line for line in lines if line.startswith("data:")]
+    assert data[-1] == "data: [DONE]"
+    assert json.loads(data[-2][6:])["usage"]["completion_tokens"] == 150
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(p.base + "/healthz", timeout=1)
