@@ -32,6 +32,10 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     first_byte_timeout: float = 120.0
     idle_timeout: float = 60.0
     max_retries: int = 2
+    #: Exponential backoff between retries of one route: base * 2**n (with jitter), capped at
+    #: `retry_max_delay`; an upstream Retry-After wins (also capped at `retry_max_delay`).
+    retry_base_delay: float = 0.25
+    retry_max_delay: float = 4.0
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     # local provider only
     tokens_per_second: float | None = None
@@ -75,6 +79,10 @@ class Settings(msgspec.Struct, kw_only=True):
     lease_ttl_seconds: float = 30.0
     video_workers: int = 2
     grpc_reflection: bool = True
+    #: Circuit breaker per route (provider + upstream model): this many consecutive retryable
+    #: failures open it for `breaker_cooldown_seconds`; then one probe request is let through.
+    breaker_threshold: int = 5
+    breaker_cooldown_seconds: float = 30.0
     public_base_url: str = ""
     log_level: str = "info"
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
@@ -154,6 +162,10 @@ def _decimal(value: float | str, where: str) -> Decimal:
 
 def check_settings(settings: Settings) -> None:
     """Validates cross-references; raises ConfigError naming the exact key."""
+    if settings.breaker_threshold < 1:
+        raise ConfigError("breaker_threshold must be >= 1")
+    if settings.breaker_cooldown_seconds <= 0:
+        raise ConfigError("breaker_cooldown_seconds must be > 0")
     for name, prov in settings.providers.items():
         where = f"providers.{name}"
         if prov.kind not in PROVIDER_KINDS:
@@ -167,6 +179,9 @@ def check_settings(settings: Settings) -> None:
                 raise ConfigError(f"{where}.{t} must be > 0")
         if prov.max_retries < 0:
             raise ConfigError(f"{where}.max_retries must be >= 0")
+        for t in ("retry_base_delay", "retry_max_delay"):
+            if getattr(prov, t) < 0:
+                raise ConfigError(f"{where}.{t} must be >= 0")
     known = set(settings.providers) | {"local"}
     for slug, model in settings.models.items():
         where = f'models."{slug}"'

@@ -47,7 +47,7 @@ from raven_service.policy.auth import Authenticator, create_key
 from raven_service.policy.ratelimit import InProcessLimiter
 from raven_service.providers.registry import build_providers
 from raven_service.routing.catalogue import Catalogue
-from raven_service.routing.router import Router
+from raven_service.routing.router import CircuitBreakers, Router
 
 log = logging.getLogger("raven.server")
 
@@ -123,7 +123,8 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     usage.start()
     auth = Authenticator(store)
     admitter = Admitter(store, limiter)
-    router = Router(providers.chat, providers.retry_policies)
+    breakers = CircuitBreakers(threshold=settings.breaker_threshold, cooldown=settings.breaker_cooldown_seconds)
+    router = Router(providers.chat, providers.retry_policies, breakers)
     worker = VideoWorker(store, catalogue, providers.video, usage, concurrency=settings.video_workers,
                          lease_seconds=settings.lease_ttl_seconds)
     services = Services(
@@ -198,6 +199,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
     to the queue and pending usage records are written. Returns the exit code (0).
     """
     import uvicorn
+
     from gateway.app import create_app
     from gateway.config import GatewaySettings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from raven.v1 import key_service_pb2, key_service_pb2_grpc, usage_service_pb2, usage_service_pb2_grpc
 from raven_service.accounting.pricing import fmt
 from raven_service.api import convert
-from raven_service.api.context import authenticate, send_rate
+from raven_service.api.context import authenticate, send_rate, set_rate_trailer
 from raven_service.api.errors import abort
 from raven_service.app.accounts import KeyAdmin, UsageQueries
 from raven_service.app.admission import Admitter
@@ -78,7 +78,7 @@ class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
             await self._admitter.attach_rate(exc, principal)
             await abort(context, exc)
             raise
-        await send_rate(context, await self._admitter.peek(principal))
+        set_rate_trailer(context, await self._admitter.peek(principal))
         return usage_service_pb2.GetGenerationResponse(generation=convert.generation(rec))
 
     async def GetUsage(self, request, context):

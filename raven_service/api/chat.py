@@ -8,7 +8,7 @@ import grpc
 
 from raven.v1 import chat_pb2, chat_service_pb2, chat_service_pb2_grpc
 from raven_service.api import convert
-from raven_service.api.context import authenticate, send_rate
+from raven_service.api.context import authenticate, send_rate, set_rate_trailer
 from raven_service.api.errors import abort
 from raven_service.app.chat import ChatUseCase, Served, StreamEnd, StreamFailed
 from raven_service.core.errors import RavenError
@@ -42,7 +42,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         except RavenError as exc:
             await abort(context, exc)
             raise
-        await send_rate(context, adm.ticket.rate, _extra_meta(done.id, done.dropped, done.provider))
+        set_rate_trailer(context, adm.ticket.rate, _extra_meta(done.id, done.dropped, done.provider))
         r = done.result
         message = chat_pb2.AssistantMessage(
             role=_ASSISTANT,

@@ -28,3 +28,8 @@ async def authenticate(auth: Authenticator, context: grpc.aio.ServicerContext) -
 
 async def send_rate(context: grpc.aio.ServicerContext, rate, extra: tuple[tuple[str, str], ...] = ()) -> None:
     await context.send_initial_metadata(rate_metadata(rate) + extra)
+
+
+def set_rate_trailer(context: grpc.aio.ServicerContext, rate, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """Unary calls: the same metadata as trailers, which ride on the status frame (no extra write)."""
+    context.set_trailing_metadata(rate_metadata(rate) + extra)

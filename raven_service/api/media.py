@@ -17,7 +17,7 @@ from raven.v1 import (
     video_service_pb2_grpc,
 )
 from raven_service.api import convert
-from raven_service.api.context import authenticate, send_rate
+from raven_service.api.context import authenticate, send_rate, set_rate_trailer
 from raven_service.api.errors import abort
 from raven_service.app.admission import Admitter
 from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
@@ -36,7 +36,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     async def ListModels(self, request, context):
         principal = await authenticate(self._auth, context)
-        await send_rate(context, await self._admitter.peek(principal))
+        set_rate_trailer(context, await self._admitter.peek(principal))
         return model_service_pb2.ListModelsResponse(
             models=[convert.model(m) for m in self._catalogue.list(request.capability)])
 
@@ -48,7 +48,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             await self._admitter.attach_rate(exc, principal)
             await abort(context, exc)
             raise
-        await send_rate(context, await self._admitter.peek(principal))
+        set_rate_trailer(context, await self._admitter.peek(principal))
         return model_service_pb2.GetModelResponse(model=convert.model(m))
 
 
@@ -124,7 +124,7 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
             await self._admitter.attach_rate(exc, principal)
             await abort(context, exc)
             raise
-        await send_rate(context, await self._admitter.peek(principal))
+        set_rate_trailer(context, await self._admitter.peek(principal))
         return video_service_pb2.GetVideoGenerationResponse(video_generation=convert.video(task))
 
     async def ListVideoGenerations(self, request, context):

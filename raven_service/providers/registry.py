@@ -52,7 +52,9 @@ def build_providers(settings: Settings) -> Providers:
         adapters["local"] = _local("local", settings, None)
     for name, cfg in settings.providers.items():
         adapters[name] = _adapter(name, cfg, settings)
-        out.retry_policies[name] = RetryPolicy(max_retries=cfg.max_retries)
+        out.retry_policies[name] = RetryPolicy(
+            max_retries=cfg.max_retries, base_delay=cfg.retry_base_delay, max_delay=cfg.retry_max_delay
+        )
     for name, adapter in adapters.items():
         if isinstance(adapter, ChatProvider):
             out.chat[name] = adapter

@@ -65,7 +65,7 @@ async def test_unary_chat_and_generation_record(svc, channel):
     assert resp.usage.completion_tokens > 0 and resp.usage.prompt_tokens > 0
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
     assert float(resp.usage.cost) > 0
-    meta = dict(await call.initial_metadata())
+    meta = dict(await call.trailing_metadata())
     assert int(meta["x-ratelimit-limit-requests"]) == 10000
     assert int(meta["x-ratelimit-remaining-requests"]) == 9999
     usage = usage_service_pb2_grpc.UsageServiceStub(channel)
