@@ -5,7 +5,7 @@ from __future__ import annotations
 from raven.v1 import key_service_pb2, key_service_pb2_grpc, usage_service_pb2, usage_service_pb2_grpc
 from raven_service.accounting.pricing import fmt
 from raven_service.api import convert
-from raven_service.api.context import authenticate, send_rate, set_rate_trailer
+from raven_service.api.context import authenticate, set_rate_trailer
 from raven_service.api.errors import abort
 from raven_service.app.accounts import KeyAdmin, UsageQueries
 from raven_service.app.admission import Admitter
