@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-
 from tests_support import Rest, Svc, make_rest, service
 
 
