@@ -48,7 +48,31 @@ async def _serve(args: argparse.Namespace) -> int:
         return 0
     from raven_service.server import serve
 
-    return await serve(settings)
+    return await serve(settings, worker=args.worker)
+
+
+async def _prepare_workers(args: argparse.Namespace) -> int:
+    """Checks the shared backends and prepares the shared state once, before the workers start."""
+    settings = _settings(args, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port)
+    if not (settings.database_url and settings.redis_url):
+        print("raven: --workers N > 1 needs the shared backends: set RAVEN_DATABASE_URL (PostgreSQL) and "
+              "RAVEN_REDIS_URL (Redis). With the embedded SQLite and in-process limits, each process would "
+              "enforce limits on its own.", file=sys.stderr)
+        return 2
+    from raven_service.policy.auth import create_key
+
+    store = _store(settings)
+    await store.open()
+    try:
+        if await store.count_keys() == 0:
+            _, secret = await create_key(store, name="default", rpm=settings.default_rpm,
+                                         concurrency=settings.default_concurrency, admin=True)
+            print(f"First start: created admin API key (shown once, store it now): {secret}", flush=True)
+    finally:
+        await store.close()
+    print(f"Raven REST gateway: http://{settings.host}:{settings.http_port}/v1  ({args.workers} workers)", flush=True)
+    print(f"Raven gRPC service: {settings.host}:{settings.grpc_port}", flush=True)
+    return 0
 
 
 async def _keys_create(args: argparse.Namespace) -> int:
@@ -164,6 +188,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--http-port", type=int)
     s.add_argument("--grpc-port", type=int)
     s.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    s.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the ports (SO_REUSEPORT); > 1 needs PostgreSQL and Redis")
+    s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     s.set_defaults(func=_serve)
 
     k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
@@ -202,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             pass
     try:
+        if args.command == "serve" and args.workers > 1 and not args.check_config:
+            code = _run(_prepare_workers(args))
+            if code:
+                return code
+            from raven_service.supervisor import run_workers
+
+            return run_workers(sys.argv[1:] if argv is None else argv, args.workers)
         return _run(args.func(args))
     except ConfigError as exc:
         print(f"raven: configuration error: {exc}", file=sys.stderr)

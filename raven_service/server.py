@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,13 +148,14 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     return services
 
 
-def create_server(services: Services, address: str) -> tuple[grpc.aio.Server, int]:
+def create_server(services: Services, address: str, *, reuse_port: bool = False,
+                  local_address: str | None = None) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server with every servicer, health and reflection, bound to `address`
     ("127.0.0.1:0" picks a free port). Returns the server (not started) and the bound port."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])
     s = services
     chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(s.auth, s.chat), server)
@@ -170,6 +174,8 @@ def create_server(services: Services, address: str) -> tuple[grpc.aio.Server, in
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind gRPC address {address}")
+    if local_address:
+        server.add_insecure_port(local_address)  # e.g. unix:/tmp/raven-<pid>.sock for the co-located gateway
     return server, port
 
 
@@ -190,9 +196,25 @@ async def ensure_first_key(services: Services) -> str | None:
     return secret
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> int:
+def _http_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,
+                worker: bool = False) -> int:
     """Runs the gRPC service and the REST gateway in this process until SIGTERM/SIGINT (or `stop`).
+
+    The gateway reaches the co-located service over a private unix socket. With `worker` (one of
+    `raven serve --workers N`), both public ports are bound with SO_REUSEPORT so N processes share
+    them, and the supervisor, not this process, prints the addresses and the first key.
 
     Shutdown drains: the gateway stops accepting connections and waits for in-flight requests and
     streams, the gRPC server finishes its calls within a grace period, claimed video tasks go back
@@ -204,21 +226,23 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
     from gateway.config import GatewaySettings
 
     services = await build_services(settings)
-    grpc_server, grpc_port = create_server(services, f"{settings.host}:{settings.grpc_port}")
+    local = Path(tempfile.gettempdir()) / f"raven-grpc-{os.getpid()}.sock"
+    local.unlink(missing_ok=True)
+    grpc_server, grpc_port = create_server(services, f"{settings.host}:{settings.grpc_port}", reuse_port=worker,
+                                           local_address=f"unix:{local}")
     await grpc_server.start()
     await mark_serving(grpc_server)
-    secret = await ensure_first_key(services)
+    secret = None if worker else await ensure_first_key(services)
 
     gw_settings = GatewaySettings(
-        grpc_target=f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{grpc_port}",
+        grpc_target=f"unix:{local}",
         max_body_bytes=settings.max_body_bytes,
         keepalive_interval=settings.sse_keepalive_seconds,
         public_base_url=settings.public_base_url or None,
     )
     app = create_app(gw_settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_level="warning",
-                            access_log=False, lifespan="on", loop="none", http="httptools",
-                            timeout_graceful_shutdown=25)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="none",
+                            http="httptools", timeout_graceful_shutdown=25)
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -231,7 +255,14 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    http_task = asyncio.create_task(http.serve())
+    try:
+        sock = _http_socket(settings.host, settings.http_port, worker)
+    except OSError:
+        await grpc_server.stop(0)
+        await services.close()
+        local.unlink(missing_ok=True)
+        raise
+    http_task = asyncio.create_task(http.serve(sockets=[sock]))
     while not http.started:
         if http_task.done():
             await http_task
@@ -239,10 +270,11 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
             await services.close()
             raise OSError(f"cannot start the REST gateway on {settings.host}:{settings.http_port}")
         await asyncio.sleep(0.02)
-    http_port = http.servers[0].sockets[0].getsockname()[1]
-    print(f"Raven REST gateway: http://{settings.host}:{http_port}/v1  (docs: /docs)", flush=True)
-    print(f"Raven gRPC service: {settings.host}:{grpc_port}  (reflection on: {settings.grpc_reflection})",
-          flush=True)
+    http_port = sock.getsockname()[1]
+    if not worker:
+        print(f"Raven REST gateway: http://{settings.host}:{http_port}/v1  (docs: /docs)", flush=True)
+        print(f"Raven gRPC service: {settings.host}:{grpc_port}  (reflection on: {settings.grpc_reflection})",
+              flush=True)
     if secret:
         print(f"First start: created admin API key (shown once, store it now): {secret}", flush=True)
     if ready is not None:
@@ -254,4 +286,5 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None,
     await http_task
     await grpc_server.stop(grace=5)
     await services.close()
+    local.unlink(missing_ok=True)
     return 0
