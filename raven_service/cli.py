@@ -36,6 +36,11 @@ def _run(coro) -> int:
     except ConfigError as exc:
         print(f"raven: configuration error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # e.g. the database schema is behind: say so plainly
+        if "raven db upgrade" not in str(exc):
+            raise
+        print(f"raven: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _serve(args: argparse.Namespace) -> int:

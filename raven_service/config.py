@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, kw_only=True):
     data_dir: str = ".raven"
     database_url: str = ""  # empty: SQLite under data_dir
     redis_url: str = ""  # empty: in-process limits
+    #: PostgreSQL: apply pending migrations at start instead of refusing an old schema
+    #: (`raven db upgrade` is the explicit way; SQLite always migrates itself).
+    database_auto_upgrade: bool = False
     config: str = ""  # path of the TOML file this came from
     default_rpm: int = 600
     default_concurrency: int = 32

@@ -70,7 +70,7 @@ def open_store(settings: Settings) -> Store:
     if settings.database_url:
         from raven_service.storage.postgres import PostgresStore  # scale-out backend
 
-        return PostgresStore(settings.database_url)
+        return PostgresStore(settings.database_url, auto_upgrade=settings.database_auto_upgrade)
     from raven_service.storage.sqlite import SqliteStore
 
     return SqliteStore(Path(settings.data_dir) / "raven.db")

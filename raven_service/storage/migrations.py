@@ -4,7 +4,10 @@ Each backend keeps a `schema_version` table (version, description, applied_at) a
 in order and each in its own transaction, every migration whose version is not recorded yet.
 Migrations are append-only: never edit or renumber a released one, add a new version instead.
 
-Money columns hold integer pico-credits (see `storage.money`); NULL credits = unlimited.
+Money: SQLite columns hold integer pico-credits (see `storage.money`); PostgreSQL columns are
+NUMERIC(38, 12) exact decimals. On both, NULL credits = unlimited. Times are unix seconds
+(REAL / DOUBLE PRECISION). PostgreSQL id and model columns use the "C" collation so orderings and
+keyset cursors compare bytewise exactly as SQLite's BINARY collation does.
 """
 
 from __future__ import annotations
@@ -104,9 +107,88 @@ CREATE INDEX video_tasks_pending ON video_tasks (created_at, id) WHERE state IN 
 
 SQLITE: tuple[Migration, ...] = (Migration(1, "keys, usage records, files, video tasks", _SQLITE_V1),)
 
-# PostgreSQL gets its own list (BIGINT pico-credits, BYTEA, DOUBLE PRECISION times); same versions
-# and meaning as SQLITE so `raven db upgrade` reports the same numbers on both backends.
-POSTGRES: tuple[Migration, ...] = ()
+_POSTGRES_V1 = """
+CREATE TABLE api_keys (
+    id               TEXT COLLATE "C" PRIMARY KEY,
+    name             TEXT NOT NULL,
+    secret_hash      TEXT NOT NULL,
+    prefix           TEXT NOT NULL,
+    rpm              BIGINT NOT NULL DEFAULT 0,
+    concurrency      BIGINT NOT NULL DEFAULT 0,
+    credits          NUMERIC(38, 12),
+    credits_used     NUMERIC(38, 12) NOT NULL DEFAULT 0,
+    credits_reserved NUMERIC(38, 12) NOT NULL DEFAULT 0,
+    admin            BOOLEAN NOT NULL DEFAULT FALSE,
+    revoked          BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at       DOUBLE PRECISION NOT NULL
+);
+CREATE UNIQUE INDEX api_keys_secret_hash ON api_keys (secret_hash);
+
+CREATE TABLE usage_records (
+    id                   TEXT COLLATE "C" PRIMARY KEY,
+    key_id               TEXT NOT NULL,
+    kind                 TEXT NOT NULL,
+    model                TEXT COLLATE "C" NOT NULL,
+    provider             TEXT NOT NULL,
+    upstream_model       TEXT NOT NULL,
+    prompt_tokens        BIGINT NOT NULL,
+    completion_tokens    BIGINT NOT NULL,
+    cost                 NUMERIC(38, 12) NOT NULL,
+    latency_ms           BIGINT NOT NULL,
+    ttft_ms              BIGINT NOT NULL,
+    status               TEXT NOT NULL,
+    finish_reason        TEXT NOT NULL,
+    native_finish_reason TEXT NOT NULL,
+    streamed             BOOLEAN NOT NULL,
+    usage_estimated      BOOLEAN NOT NULL,
+    attempts             TEXT[] NOT NULL DEFAULT '{}',
+    error                TEXT NOT NULL,
+    created_at           DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX usage_records_key_time ON usage_records (key_id, created_at);
+CREATE INDEX usage_records_time ON usage_records (created_at, id);
+
+CREATE TABLE files (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    key_id     TEXT NOT NULL,
+    mime_type  TEXT NOT NULL,
+    data       BYTEA NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE video_tasks (
+    id               TEXT COLLATE "C" PRIMARY KEY,
+    key_id           TEXT NOT NULL,
+    model            TEXT NOT NULL,
+    prompt           TEXT NOT NULL,
+    seconds          BIGINT NOT NULL,
+    width            BIGINT NOT NULL,
+    height           BIGINT NOT NULL,
+    request_id       TEXT NOT NULL DEFAULT '',
+    seed             BIGINT,
+    image            BYTEA,
+    state            TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+    progress         BIGINT NOT NULL DEFAULT 0,
+    provider         TEXT NOT NULL DEFAULT '',
+    upstream_task_id TEXT NOT NULL DEFAULT '',
+    file_ids         TEXT[] NOT NULL DEFAULT '{}',
+    file_sizes       BIGINT[] NOT NULL DEFAULT '{}',
+    error            TEXT NOT NULL DEFAULT '',
+    reserved         NUMERIC(38, 12) NOT NULL DEFAULT 0,
+    cost             NUMERIC(38, 12) NOT NULL DEFAULT 0,
+    created_at       DOUBLE PRECISION NOT NULL,
+    completed_at     DOUBLE PRECISION,
+    lease_owner      TEXT NOT NULL DEFAULT '',
+    lease_until      DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX video_tasks_request ON video_tasks (key_id, request_id) WHERE request_id <> '';
+CREATE INDEX video_tasks_key_time ON video_tasks (key_id, created_at, id);
+CREATE INDEX video_tasks_pending ON video_tasks (created_at, id) WHERE state IN ('queued', 'running');
+"""
+
+# PostgreSQL gets its own list (NUMERIC(38, 12) money, BYTEA, arrays, DOUBLE PRECISION times); same
+# versions and meaning as SQLITE so `raven db upgrade` reports the same numbers on both backends.
+POSTGRES: tuple[Migration, ...] = (Migration(1, "keys, usage records, files, video tasks", _POSTGRES_V1),)
 
 
 def latest_version(migrations: Sequence[Migration]) -> int:

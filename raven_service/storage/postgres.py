@@ -1,0 +1,701 @@
+"""`Store` on PostgreSQL: the scale-out state shared by any number of Raven instances.
+
+Connections come from an asyncpg pool; every method is one statement on one pooled connection
+(asyncpg prepares and caches each statement per connection), except migrations and the
+idempotent video-task create, which are short explicit transactions.
+
+Atomicity across connections, processes and hosts:
+- credits: reservation is one conditional UPDATE (the row lock serializes concurrent reservers,
+  and READ COMMITTED re-evaluates the WHERE on the latest row version), settlement one UPDATE;
+- video-task claims: one UPDATE whose target row is picked with FOR UPDATE SKIP LOCKED, so two
+  workers never get the same task and never wait on each other;
+- migrations: every step runs in a transaction holding a transaction-level advisory lock
+  (pg_advisory_xact_lock), so two `raven db upgrade` / auto-upgrading processes apply each
+  migration exactly once.
+
+Money is NUMERIC(38, 12): exact decimals rounded half-even to 12 places on the way in (like
+`storage.money` on SQLite), with amounts up to 1e26. Times are DOUBLE PRECISION unix seconds.
+
+`open()` does not migrate unless the store was built with `auto_upgrade=True`; it refuses a
+database whose schema is behind (run `raven db upgrade`) or newer than this Raven.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, Overflow
+from typing import Any
+
+import asyncpg
+
+from raven_service.core.types import (
+    ApiKey,
+    StoredFile,
+    UsageRecord,
+    UsageSummary,
+    VideoState,
+    VideoTask,
+)
+from raven_service.storage import migrations
+
+EXPORT_PAGE_SIZE = 500
+CONNECT_TIMEOUT = 10.0  # seconds to establish one connection
+CLOSE_TIMEOUT = 10.0  # seconds to wait for borrowed connections on close() before terminating
+
+# Advisory-lock namespace ("Rave"); the second key is derived from the schema name so upgrades of
+# different schemas in one database do not serialize each other.
+_LOCK_CLASS = 0x52617665
+
+# NUMERIC(38, 12): 26 digits before the point, 12 after.
+_MAX_INTEGER_DIGITS = 26
+_QUANTUM = Decimal(1).scaleb(-12)
+_ONE = Decimal(1)
+_CTX = Context(prec=60, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, Overflow])
+
+_PENDING = "('queued', 'running')"  # video states a worker may still claim
+
+_KEY_COLUMNS = (
+    "id, name, secret_hash, prefix, rpm, concurrency, credits, credits_used, credits_reserved, "
+    "admin, revoked, created_at"
+)
+_USAGE_COLUMNS = (
+    "id, key_id, kind, model, provider, upstream_model, prompt_tokens, completion_tokens, cost, "
+    "latency_ms, ttft_ms, status, finish_reason, native_finish_reason, streamed, usage_estimated, "
+    "attempts, error, created_at"
+)
+_VIDEO_COLUMNS = (
+    "id, key_id, model, prompt, seconds, width, height, request_id, seed, image, state, progress, "
+    "provider, upstream_task_id, file_ids, file_sizes, error, reserved, cost, created_at, "
+    "completed_at, lease_owner, lease_until"
+)
+
+
+def _placeholders(columns: str) -> str:
+    return ", ".join(f"${n}" for n in range(1, len(columns.split(",")) + 1))
+
+
+_INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ({_placeholders(_KEY_COLUMNS)})"
+_KEY_BY_ID = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1"
+_KEY_BY_HASH = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"
+_INSERT_USAGE = (
+    f"INSERT INTO usage_records ({_USAGE_COLUMNS}) VALUES ({_placeholders(_USAGE_COLUMNS)}) ON CONFLICT (id) DO NOTHING"
+)
+_EXPORT_FIRST = f"SELECT {_USAGE_COLUMNS} FROM usage_records ORDER BY created_at, id LIMIT $1"
+_EXPORT_NEXT = (
+    f"SELECT {_USAGE_COLUMNS} FROM usage_records WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3"
+)
+_INSERT_VIDEO = (
+    f"INSERT INTO video_tasks ({_VIDEO_COLUMNS}) VALUES ({_placeholders(_VIDEO_COLUMNS)}) "
+    "ON CONFLICT (key_id, request_id) WHERE request_id <> '' DO NOTHING "
+    f"RETURNING {_VIDEO_COLUMNS}"
+)
+_VIDEO_BY_REQUEST = f"SELECT {_VIDEO_COLUMNS} FROM video_tasks WHERE key_id = $1 AND request_id = $2"
+_RESERVE = (
+    "UPDATE api_keys SET credits_reserved = credits_reserved + $2 "
+    "WHERE id = $1 AND (credits IS NULL OR credits_used + credits_reserved + $2 <= credits)"
+)
+_SETTLE = (
+    "UPDATE api_keys SET credits_reserved = GREATEST(credits_reserved - $2, 0), "
+    "credits_used = credits_used + $3 WHERE id = $1"
+)
+_CLAIM = (
+    "UPDATE video_tasks SET lease_owner = $1, lease_until = $3 "
+    "WHERE id = ("
+    f"  SELECT id FROM video_tasks WHERE state IN {_PENDING} AND lease_until < $2"
+    "   ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    f") RETURNING {_VIDEO_COLUMNS}"
+)
+_UPDATE_VIDEO = (
+    "UPDATE video_tasks SET state = $1, progress = $2, provider = $3, upstream_task_id = $4, "
+    "file_ids = $5, file_sizes = $6, error = $7, reserved = $8, cost = $9, completed_at = $10, "
+    "lease_owner = $11, lease_until = $12 WHERE id = $13"
+)
+_RELEASE = f"UPDATE video_tasks SET lease_owner = '', lease_until = 0 WHERE lease_owner = $1 AND state IN {_PENDING}"
+
+_VERSION_TABLE = migrations.SCHEMA_VERSION_TABLE
+_CREATE_VERSION_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} ("
+    "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+)
+
+
+class PostgresStore:
+    """The `core.ports.Store` port on a PostgreSQL database, through an asyncpg connection pool.
+
+    `url` is a plain `postgresql://user[:password]@host:5432/db` URL. `schema`, when given, is the
+    only schema on every connection's search_path (upgrade() creates it if missing); otherwise the
+    server's default search_path applies (normally `public`). With `auto_upgrade=True`, open()
+    applies pending migrations first instead of refusing a database that is behind.
+
+    Beyond the port: `upgrade()` and `current_version()` (for `raven db upgrade`), and a
+    `page_size` keyword on `export_usage`. Any number of instances may share one database.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        schema: str | None = None,
+        auto_upgrade: bool = False,
+    ) -> None:
+        if schema is not None and not schema:
+            raise ValueError("schema must be a non-empty name (or None for the server's search_path)")
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ValueError(f"need 0 <= min_size <= max_size and max_size >= 1, got {min_size}, {max_size}")
+        self._url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._schema = schema
+        self._auto_upgrade = auto_upgrade
+        self._pool: asyncpg.Pool | None = None
+        self._connect_lock = asyncio.Lock()
+        self._opened = False
+
+    @property
+    def schema(self) -> str | None:
+        return self._schema
+
+    # ------------------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Connects the pool and checks the schema version (applying pending migrations first
+        when built with auto_upgrade). Raises RuntimeError, leaving the store closed, if the
+        schema is behind (and auto_upgrade is off) or newer than this Raven."""
+        if self._opened:
+            return
+        try:
+            if self._auto_upgrade:
+                await self.upgrade()
+            current = await self.current_version()
+            needed = migrations.latest_version(migrations.POSTGRES)
+            if current < needed:
+                raise RuntimeError(
+                    f"database schema is at version {current}, this Raven needs {needed}: run `raven db upgrade`"
+                )
+            _check_not_newer(current, needed)
+        except BaseException:
+            await self.close()
+            raise
+        self._opened = True
+
+    async def close(self) -> None:
+        """Closes the pool (waiting briefly for borrowed connections). Safe to call twice."""
+        pool, self._pool = self._pool, None
+        self._opened = False
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:  # a connection still borrowed (e.g. a stuck query): cut it off
+            pool.terminate()
+        except BaseException:
+            pool.terminate()
+            raise
+
+    async def upgrade(self) -> list[int]:
+        """Applies every pending migration (connecting first if needed); returns their versions.
+
+        Each step runs in its own transaction under a transaction-level advisory lock and
+        re-checks the version table, so concurrent upgrades (any number of processes) apply each
+        migration once. Creates the configured schema if missing. Raises RuntimeError if the
+        database was migrated by a newer Raven than this one.
+        """
+        pool = await self._connect()
+        known = migrations.latest_version(migrations.POSTGRES)
+        applied: list[int] = []
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                await self._lock(conn)
+                if self._schema is not None:
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self._schema)}")
+                await conn.execute(_CREATE_VERSION_TABLE)
+            _check_not_newer(await _version(conn), known)
+            for migration in migrations.POSTGRES:
+                async with conn.transaction():
+                    await self._lock(conn)
+                    done = await conn.fetchval(f"SELECT 1 FROM {_VERSION_TABLE} WHERE version = $1", migration.version)
+                    if done is not None:
+                        continue
+                    await conn.execute(migration.sql)  # several statements: simple query protocol
+                    await conn.execute(
+                        f"INSERT INTO {_VERSION_TABLE} (version, description, applied_at) VALUES ($1, $2, $3)",
+                        migration.version,
+                        migration.description,
+                        time.time(),
+                    )
+                applied.append(migration.version)
+        return applied
+
+    async def current_version(self) -> int:
+        """The highest applied schema version (0 for a database or schema never migrated)."""
+        pool = await self._connect()
+        async with pool.acquire() as conn:
+            return await _version(conn)
+
+    # ------------------------------------------------------------------------------------ keys
+    async def insert_key(self, key: ApiKey) -> None:
+        """Stores a new key. Raises ValueError if its id or secret hash is already stored."""
+        params = (
+            key.id,
+            key.name,
+            key.secret_hash,
+            key.prefix,
+            key.rpm,
+            key.concurrency,
+            None if key.credits is None else _non_negative(key.credits, "credits"),
+            _money(key.credits_used, "credits_used"),
+            _money(key.credits_reserved, "credits_reserved"),
+            key.admin,
+            key.revoked,
+            key.created_at,
+        )
+        try:
+            await self._db.execute(_INSERT_KEY, *params)
+        except asyncpg.UniqueViolationError as exc:
+            raise ValueError(f"key {key.id!r} (or its secret hash) already exists") from exc
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        row = await self._db.fetchrow(_KEY_BY_ID, key_id)
+        return None if row is None else _key_from_row(row)
+
+    async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        """The authentication hot path: one prepared lookup on the unique secret_hash index."""
+        row = await self._db.fetchrow(_KEY_BY_HASH, secret_hash)
+        return None if row is None else _key_from_row(row)
+
+    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
+        """Keys in creation order; revoked ones only when asked for."""
+        where = "" if include_revoked else "WHERE NOT revoked "
+        rows = await self._db.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys {where}ORDER BY created_at, id")
+        return [_key_from_row(row) for row in rows]
+
+    async def update_key(
+        self,
+        key_id: str,
+        *,
+        name: str | None = None,
+        rpm: int | None = None,
+        concurrency: int | None = None,
+        credits: Decimal | None = None,
+        clear_credits: bool = False,
+        revoked: bool | None = None,
+    ) -> ApiKey | None:
+        """Changes the given fields (`clear_credits` makes the key unlimited); returns the key
+        as updated, or None if there is no such key."""
+        if clear_credits and credits is not None:
+            raise ValueError("pass either credits or clear_credits, not both")
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if rpm is not None:
+            changes["rpm"] = rpm
+        if concurrency is not None:
+            changes["concurrency"] = concurrency
+        if clear_credits:
+            changes["credits"] = None
+        elif credits is not None:
+            changes["credits"] = _non_negative(credits, "credits")
+        if revoked is not None:
+            changes["revoked"] = revoked
+        if not changes:
+            return await self.get_key(key_id)
+        assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(changes, start=1))
+        row = await self._db.fetchrow(
+            f"UPDATE api_keys SET {assignments} WHERE id = ${len(changes) + 1} RETURNING {_KEY_COLUMNS}",
+            *changes.values(),
+            key_id,
+        )
+        return None if row is None else _key_from_row(row)
+
+    async def count_keys(self) -> int:
+        """All stored keys, revoked ones included."""
+        return int(await self._db.fetchval("SELECT COUNT(*) FROM api_keys"))
+
+    # --------------------------------------------------------------------------------- credits
+    async def reserve_credits(self, key_id: str, amount: Decimal) -> bool:
+        """One conditional UPDATE: adds `amount` to the reservation iff it fits (or the key is
+        unlimited). False for an unknown key."""
+        status = await self._db.execute(_RESERVE, key_id, _non_negative(amount, "amount"))
+        return _rowcount(status) == 1
+
+    async def settle_credits(self, key_id: str, reserved: Decimal, actual: Decimal) -> None:
+        """One UPDATE: reservation -= reserved (floored at 0), spend += actual."""
+        await self._db.execute(_SETTLE, key_id, _non_negative(reserved, "reserved"), _non_negative(actual, "actual"))
+
+    # ----------------------------------------------------------------------------------- usage
+    async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
+        """Inserts the batch atomically in one pipelined round of statements. A record whose id
+        is already stored is skipped, so retrying a flush never duplicates usage."""
+        if not records:
+            return
+        rows = [_usage_params(record) for record in records]
+        await self._db.executemany(_INSERT_USAGE, rows)
+
+    async def get_usage(self, record_id: str) -> UsageRecord | None:
+        row = await self._db.fetchrow(f"SELECT {_USAGE_COLUMNS} FROM usage_records WHERE id = $1", record_id)
+        return None if row is None else _usage_from_row(row)
+
+    async def summarize_usage(self, key_id: str, start: float | None, end: float | None) -> list[UsageSummary]:
+        """Per-model totals of the key's records with start <= created_at < end (None = open),
+        ordered by model."""
+        where = ["key_id = $1"]
+        params: list[Any] = [key_id]
+        if start is not None:
+            params.append(start)
+            where.append(f"created_at >= ${len(params)}")
+        if end is not None:
+            params.append(end)
+            where.append(f"created_at < ${len(params)}")
+        rows = await self._db.fetch(
+            "SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost) "
+            f"FROM usage_records WHERE {' AND '.join(where)} GROUP BY model ORDER BY model",
+            *params,
+        )
+        return [
+            UsageSummary(
+                model=row[0],
+                requests=int(row[1]),
+                prompt_tokens=int(row[2]),
+                completion_tokens=int(row[3]),
+                cost=_money_out(row[4]),
+            )
+            for row in rows
+        ]
+
+    async def export_usage(self, *, page_size: int = EXPORT_PAGE_SIZE) -> AsyncIterator[UsageRecord]:
+        """Every usage record in (created_at, id) order, read in keyset-paged chunks (no
+        connection is held between pages)."""
+        if page_size < 1:
+            raise ValueError("page_size must be positive")
+        rows = await self._db.fetch(_EXPORT_FIRST, page_size)
+        while rows:
+            for row in rows:
+                yield _usage_from_row(row)
+            if len(rows) < page_size:
+                return
+            last = rows[-1]
+            rows = await self._db.fetch(_EXPORT_NEXT, last["created_at"], last["id"], page_size)
+
+    # ----------------------------------------------------------------------------------- files
+    async def put_file(self, file: StoredFile) -> None:
+        """Stores a blob. Raises ValueError if the id is already stored."""
+        try:
+            await self._db.execute(
+                "INSERT INTO files (id, key_id, mime_type, data, created_at) VALUES ($1, $2, $3, $4, $5)",
+                file.id,
+                file.key_id,
+                file.mime_type,
+                file.data,
+                file.created_at,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ValueError(f"file {file.id!r} already exists") from exc
+
+    async def get_file(self, file_id: str) -> StoredFile | None:
+        row = await self._db.fetchrow(
+            "SELECT id, key_id, mime_type, data, created_at FROM files WHERE id = $1", file_id
+        )
+        if row is None:
+            return None
+        return StoredFile(
+            id=row["id"],
+            key_id=row["key_id"],
+            mime_type=row["mime_type"],
+            data=bytes(row["data"]),
+            created_at=row["created_at"],
+        )
+
+    # ----------------------------------------------------------------------------- video tasks
+    async def create_video_task(self, task: VideoTask) -> tuple[VideoTask, bool]:
+        """Inserts the task, or returns the stored one with the same non-empty (key_id,
+        request_id) and False. Raises ValueError if the task id is already stored.
+
+        INSERT ... ON CONFLICT on the partial unique (key_id, request_id) index: a concurrent
+        create of the same request waits for the first to commit, then inserts nothing and reads
+        the winner (a fresh statement, so it sees the committed row)."""
+        params = _video_params(task)
+        try:
+            row = await self._db.fetchrow(_INSERT_VIDEO, *params)
+        except asyncpg.UniqueViolationError as exc:
+            raise ValueError(f"video task {task.id!r} already exists") from exc
+        if row is not None:
+            return _video_from_row(row), True
+        existing = await self._db.fetchrow(_VIDEO_BY_REQUEST, task.key_id, task.request_id)
+        if existing is None:  # impossible without deletes: the conflicting row is committed
+            raise RuntimeError(f"video task for request {task.request_id!r} conflicted but cannot be read")
+        return _video_from_row(existing), False
+
+    async def get_video_task(self, task_id: str) -> VideoTask | None:
+        row = await self._db.fetchrow(f"SELECT {_VIDEO_COLUMNS} FROM video_tasks WHERE id = $1", task_id)
+        return None if row is None else _video_from_row(row)
+
+    async def list_video_tasks(self, key_id: str, limit: int, before: tuple[float, str] | None) -> list[VideoTask]:
+        """The key's tasks, newest first, strictly before the (created_at, id) cursor if given."""
+        if limit < 1:
+            return []
+        order = " ORDER BY created_at DESC, id DESC"
+        if before is None:
+            rows = await self._db.fetch(
+                f"SELECT {_VIDEO_COLUMNS} FROM video_tasks WHERE key_id = $1{order} LIMIT $2", key_id, limit
+            )
+        else:
+            rows = await self._db.fetch(
+                f"SELECT {_VIDEO_COLUMNS} FROM video_tasks WHERE key_id = $1 AND (created_at, id) < ($2, $3)"
+                f"{order} LIMIT $4",
+                key_id,
+                float(before[0]),
+                before[1],
+                limit,
+            )
+        return [_video_from_row(row) for row in rows]
+
+    async def claim_video_task(self, worker: str, now: float, lease_seconds: float) -> VideoTask | None:
+        """Leases the oldest queued or running task whose lease has expired (lease_until < now;
+        a fresh or released task has lease_until 0) to `worker` until now + lease_seconds.
+
+        The target row is chosen and locked with FOR UPDATE SKIP LOCKED inside the UPDATE, so
+        concurrent claimers (any connection, any process) each lock a different row, and a row
+        claimed meanwhile is re-checked against the lease condition and skipped.
+        """
+        row = await self._db.fetchrow(_CLAIM, worker, float(now), float(now + lease_seconds))
+        return None if row is None else _video_from_row(row)
+
+    async def update_video_task(self, task: VideoTask) -> None:
+        """Writes every mutable field (state, progress, provider, upstream id, files, error,
+        money, completion time, lease); the request fields are immutable."""
+        await self._db.execute(
+            _UPDATE_VIDEO,
+            task.state.value,
+            task.progress,
+            task.provider,
+            task.upstream_task_id,
+            list(task.file_ids),
+            list(task.file_sizes),
+            task.error,
+            _money(task.reserved, "reserved"),
+            _money(task.cost, "cost"),
+            task.completed_at,
+            task.lease_owner,
+            task.lease_until,
+            task.id,
+        )
+
+    async def release_video_tasks(self, worker: str) -> int:
+        """Drops `worker`'s leases on unfinished tasks; returns how many it held."""
+        return _rowcount(await self._db.execute(_RELEASE, worker))
+
+    # ------------------------------------------------------------------------------- plumbing
+    @property
+    def _db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("PostgresStore is not open")
+        return self._pool
+
+    async def _connect(self) -> asyncpg.Pool:
+        """Creates the pool on first use (open, upgrade or current_version)."""
+        async with self._connect_lock:
+            if self._pool is None:
+                settings = {"application_name": "raven"}
+                if self._schema is not None:
+                    settings["search_path"] = _quote_ident(self._schema)
+                self._pool = await asyncpg.create_pool(
+                    self._url,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    timeout=CONNECT_TIMEOUT,
+                    server_settings=settings,
+                    reset=_keep_session,
+                )
+            return self._pool
+
+    async def _lock(self, conn: asyncpg.Connection) -> None:
+        """Takes this schema's migration advisory lock until the current transaction ends."""
+        name = (self._schema or "").encode()
+        key = zlib.crc32(name) - (1 << 31)  # a signed int4
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, key)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to undo. The store never changes session state (no SET, LISTEN,
+    cursors or session-level advisory locks) and asyncpg itself rolls back any transaction left
+    open, so this saves the default `RESET ALL; ...` round trip on every release (the search_path
+    is a startup setting, which would survive RESET ALL anyway)."""
+
+
+async def _version(conn: asyncpg.Connection) -> int:
+    if await conn.fetchval("SELECT to_regclass($1)::text", _VERSION_TABLE) is None:
+        return 0
+    return int(await conn.fetchval(f"SELECT COALESCE(MAX(version), 0) FROM {_VERSION_TABLE}"))
+
+
+def _check_not_newer(current: int, known: int) -> None:
+    if current > known:
+        raise RuntimeError(f"database schema version {current} is newer than this Raven supports ({known})")
+
+
+def _quote_ident(name: str) -> str:
+    """A SQL identifier, always quoted (so any schema name is taken literally)."""
+    if "\x00" in name:
+        raise ValueError("identifier must not contain NUL")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _rowcount(status: str) -> int:
+    """Rows affected, from a command status tag such as 'UPDATE 1'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+# ------------------------------------------------------------------------------------ money
+def _money(amount: Decimal, what: str) -> Decimal:
+    """A Decimal rounded half-even to 12 places for a NUMERIC(38, 12) column. Raises ValueError
+    if it is not a finite Decimal or does not fit (|x| >= 1e26)."""
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise ValueError(f"{what} must be a finite Decimal, got {amount!r}")
+    if amount and amount.adjusted() >= _MAX_INTEGER_DIGITS:
+        raise ValueError(f"{what} {amount} is out of the storable range (|x| < 1e26)")
+    rounded = amount.quantize(_QUANTUM, context=_CTX)
+    if rounded.adjusted() >= _MAX_INTEGER_DIGITS:  # 99...9.9999999999995 rounds up to 1e26
+        raise ValueError(f"{what} {amount} is out of the storable range (|x| < 1e26)")
+    return rounded
+
+
+def _non_negative(amount: Decimal, what: str) -> Decimal:
+    value = _money(amount, what)
+    if value < 0:
+        raise ValueError(f"{what} must not be negative, got {amount}")
+    return value
+
+
+def _money_out(value: Decimal) -> Decimal:
+    """A stored NUMERIC without its padding zeros (integers keep exponent 0), as `money.from_units`."""
+    if value == value.to_integral_value():
+        return value.quantize(_ONE, context=_CTX)
+    return value.normalize(_CTX)
+
+
+# ------------------------------------------------------------------------------------ row mapping
+def _key_from_row(row: asyncpg.Record) -> ApiKey:
+    credits = row["credits"]
+    return ApiKey(
+        id=row["id"],
+        name=row["name"],
+        secret_hash=row["secret_hash"],
+        prefix=row["prefix"],
+        rpm=row["rpm"],
+        concurrency=row["concurrency"],
+        credits=None if credits is None else _money_out(credits),
+        credits_used=_money_out(row["credits_used"]),
+        credits_reserved=_money_out(row["credits_reserved"]),
+        admin=row["admin"],
+        revoked=row["revoked"],
+        created_at=row["created_at"],
+    )
+
+
+def _usage_params(record: UsageRecord) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.key_id,
+        record.kind,
+        record.model,
+        record.provider,
+        record.upstream_model,
+        record.prompt_tokens,
+        record.completion_tokens,
+        _money(record.cost, "cost"),
+        record.latency_ms,
+        record.ttft_ms,
+        record.status,
+        record.finish_reason,
+        record.native_finish_reason,
+        record.streamed,
+        record.usage_estimated,
+        list(record.attempts),
+        record.error,
+        record.created_at,
+    )
+
+
+def _usage_from_row(row: asyncpg.Record) -> UsageRecord:
+    return UsageRecord(
+        id=row["id"],
+        key_id=row["key_id"],
+        kind=row["kind"],
+        model=row["model"],
+        provider=row["provider"],
+        upstream_model=row["upstream_model"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        cost=_money_out(row["cost"]),
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        status=row["status"],
+        finish_reason=row["finish_reason"],
+        native_finish_reason=row["native_finish_reason"],
+        streamed=row["streamed"],
+        usage_estimated=row["usage_estimated"],
+        attempts=tuple(row["attempts"]),
+        error=row["error"],
+        created_at=row["created_at"],
+    )
+
+
+def _video_params(task: VideoTask) -> tuple[Any, ...]:
+    return (
+        task.id,
+        task.key_id,
+        task.model,
+        task.prompt,
+        task.seconds,
+        task.width,
+        task.height,
+        task.request_id,
+        task.seed,
+        task.image,
+        task.state.value,
+        task.progress,
+        task.provider,
+        task.upstream_task_id,
+        list(task.file_ids),
+        list(task.file_sizes),
+        task.error,
+        _money(task.reserved, "reserved"),
+        _money(task.cost, "cost"),
+        task.created_at,
+        task.completed_at,
+        task.lease_owner,
+        task.lease_until,
+    )
+
+
+def _video_from_row(row: asyncpg.Record) -> VideoTask:
+    image = row["image"]
+    return VideoTask(
+        id=row["id"],
+        key_id=row["key_id"],
+        model=row["model"],
+        prompt=row["prompt"],
+        seconds=row["seconds"],
+        width=row["width"],
+        height=row["height"],
+        request_id=row["request_id"],
+        seed=row["seed"],
+        image=None if image is None else bytes(image),
+        state=VideoState(row["state"]),
+        progress=row["progress"],
+        provider=row["provider"],
+        upstream_task_id=row["upstream_task_id"],
+        file_ids=tuple(row["file_ids"]),
+        file_sizes=tuple(row["file_sizes"]),
+        error=row["error"],
+        reserved=_money_out(row["reserved"]),
+        cost=_money_out(row["cost"]),
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+        lease_owner=row["lease_owner"],
+        lease_until=row["lease_until"],
+    )
