@@ -68,6 +68,7 @@ class Settings(msgspec.Struct, kw_only=True):
     data_dir: str = ".raven"
     database_url: str = ""  # empty: SQLite under data_dir
     redis_url: str = ""  # empty: in-process limits
+    redis_prefix: str = "raven:"  # key prefix in Redis (several deployments may share one Redis)
     #: PostgreSQL: apply pending migrations at start instead of refusing an old schema
     #: (`raven db upgrade` is the explicit way; SQLite always migrates itself).
     database_auto_upgrade: bool = False

@@ -80,7 +80,7 @@ def open_limiter(settings: Settings) -> Limiter:
     if settings.redis_url:
         from raven_service.policy.redis_limits import RedisLimiter  # scale-out backend
 
-        return RedisLimiter(settings.redis_url, lease_ttl=settings.lease_ttl_seconds)
+        return RedisLimiter(settings.redis_url, lease_ttl=settings.lease_ttl_seconds, prefix=settings.redis_prefix)
     return InProcessLimiter()
 
 

@@ -40,8 +40,13 @@ class Admitter:
         return await self._limiter.peek_rpm(principal.key_id, principal.rpm)  # type: ignore[return-value]
 
     async def attach_rate(self, exc: RavenError, principal: Principal) -> None:
+        """Adds the caller's rate state to an error; never replaces the error (a limiter outage
+        leaves the headers out rather than turning a 400 into a 502)."""
         if exc.rate is None:
-            exc.rate = await self.peek(principal)
+            try:
+                exc.rate = await self.peek(principal)
+            except RavenError:
+                exc.rate = None
 
     async def admit(self, principal: Principal, worst_case_cost: Decimal) -> Ticket:
         rate: RateInfo = await self._limiter.hit_rpm(principal.key_id, principal.rpm)  # type: ignore[assignment]
