@@ -194,7 +194,7 @@ def test_restart_during_video_tasks_completes_them_without_double_charge(shared_
         store = PostgresStore(shared_env["RAVEN_DATABASE_URL"])
         await store.open()
         try:
-            return [k for k in await store.list_keys(True) if k.name == "t"][0]
+            return next(k for k in await store.list_keys(True) if k.name == "t")
         finally:
             await store.close()
 
