@@ -88,6 +88,8 @@ class Settings(msgspec.Struct, kw_only=True):
     breaker_threshold: int = 5
     breaker_cooldown_seconds: float = 30.0
     public_base_url: str = ""
+    #: How the co-located gateway reaches the service: "inprocess" (no socket) or "unix".
+    gateway_link: str = "inprocess"
     log_level: str = "info"
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
@@ -164,43 +166,53 @@ def _decimal(value: float | str, where: str) -> Decimal:
     return d
 
 
+def _check_provider(name: str, prov: ProviderConfig) -> None:
+    where = f"providers.{name}"
+    if prov.kind not in PROVIDER_KINDS:
+        raise ConfigError(f"{where}.kind: {prov.kind!r} is not one of {', '.join(PROVIDER_KINDS)}")
+    if prov.kind != "local" and not prov.base_url:
+        raise ConfigError(f"{where}.base_url is required for kind {prov.kind!r}")
+    if prov.base_url and not prov.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.base_url must start with http:// or https://")
+    for t in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
+        if getattr(prov, t) <= 0:
+            raise ConfigError(f"{where}.{t} must be > 0")
+    if prov.max_retries < 0:
+        raise ConfigError(f"{where}.max_retries must be >= 0")
+    for t in ("retry_base_delay", "retry_max_delay"):
+        if getattr(prov, t) < 0:
+            raise ConfigError(f"{where}.{t} must be >= 0")
+
+
+def _check_model(slug: str, model: ModelConfig, known: set[str]) -> None:
+    where = f'models."{slug}"'
+    if not model.routes:
+        raise ConfigError(f"{where}.routes must list at least one route")
+    for i, route in enumerate(model.routes):
+        if route.provider not in known:
+            raise ConfigError(f"{where}.routes[{i}].provider: unknown provider {route.provider!r}")
+    for cap in model.capabilities:
+        if cap not in CAPABILITIES:
+            raise ConfigError(f"{where}.capabilities: {cap!r} is not one of {', '.join(CAPABILITIES)}")
+    if model.context_length <= 0:
+        raise ConfigError(f"{where}.context_length must be > 0")
+    for p in ("price_input_per_mtok", "price_output_per_mtok", "price_per_image", "price_per_video_second"):
+        _decimal(getattr(model, p), f"{where}.{p}")
+
+
 def check_settings(settings: Settings) -> None:
-    """Validates cross-references; raises ConfigError naming the exact key."""
+    """Validates values and cross-references; raises ConfigError naming the exact key."""
+    if settings.gateway_link not in ("inprocess", "unix"):
+        raise ConfigError("gateway_link must be 'inprocess' or 'unix'")
     if settings.breaker_threshold < 1:
         raise ConfigError("breaker_threshold must be >= 1")
     if settings.breaker_cooldown_seconds <= 0:
         raise ConfigError("breaker_cooldown_seconds must be > 0")
     for name, prov in settings.providers.items():
-        where = f"providers.{name}"
-        if prov.kind not in PROVIDER_KINDS:
-            raise ConfigError(f"{where}.kind: {prov.kind!r} is not one of {', '.join(PROVIDER_KINDS)}")
-        if prov.kind != "local" and not prov.base_url:
-            raise ConfigError(f"{where}.base_url is required for kind {prov.kind!r}")
-        if prov.base_url and not prov.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}.base_url must start with http:// or https://")
-        for t in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
-            if getattr(prov, t) <= 0:
-                raise ConfigError(f"{where}.{t} must be > 0")
-        if prov.max_retries < 0:
-            raise ConfigError(f"{where}.max_retries must be >= 0")
-        for t in ("retry_base_delay", "retry_max_delay"):
-            if getattr(prov, t) < 0:
-                raise ConfigError(f"{where}.{t} must be >= 0")
+        _check_provider(name, prov)
     known = set(settings.providers) | {"local"}
     for slug, model in settings.models.items():
-        where = f'models."{slug}"'
-        if not model.routes:
-            raise ConfigError(f"{where}.routes must list at least one route")
-        for i, route in enumerate(model.routes):
-            if route.provider not in known:
-                raise ConfigError(f"{where}.routes[{i}].provider: unknown provider {route.provider!r}")
-        for cap in model.capabilities:
-            if cap not in CAPABILITIES:
-                raise ConfigError(f"{where}.capabilities: {cap!r} is not one of {', '.join(CAPABILITIES)}")
-        if model.context_length <= 0:
-            raise ConfigError(f"{where}.context_length must be > 0")
-        for p in ("price_input_per_mtok", "price_output_per_mtok", "price_per_image", "price_per_video_second"):
-            _decimal(getattr(model, p), f"{where}.{p}")
+        _check_model(slug, model, known)
 
 
 def model_infos(settings: Settings) -> list[ModelInfo]:

@@ -38,6 +38,7 @@ from raven.v1 import (
 from raven_service.accounting.usage import UsageWriter
 from raven_service.api.accounts import KeyServicer, UsageServicer
 from raven_service.api.chat import ChatServicer
+from raven_service.api.inproc import HandlerRegistry, InProcessChannel
 from raven_service.api.media import FileServicer, ImageServicer, ModelServicer, VideoServicer
 from raven_service.app.accounts import KeyAdmin, UsageQueries
 from raven_service.app.admission import Admitter
@@ -148,6 +149,23 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     return services
 
 
+def register_servicers(services: Services, target, health_servicer=None):
+    """Adds every raven.v1 servicer and the health servicer to `target`: a grpc.aio server, or the
+    in-process handler registry (the same servicer objects answer both). Returns the health servicer."""
+    s = services
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(s.auth, s.chat), target)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(s.auth, s.catalogue, s.admitter), target)
+    image_service_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(s.auth, s.images), target)
+    video_service_pb2_grpc.add_VideoServiceServicer_to_server(VideoServicer(s.auth, s.videos, s.admitter), target)
+    file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(s.auth, s.files, s.admitter), target)
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(s.auth, s.keys), target)
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
+        UsageServicer(s.auth, s.usage_queries, s.admitter), target)
+    health_servicer = health_servicer or health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
+    return health_servicer
+
+
 def create_server(services: Services, address: str, *, reuse_port: bool = False,
                   local_address: str | None = None) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server with every servicer, health and reflection, bound to `address`
@@ -157,18 +175,9 @@ def create_server(services: Services, address: str, *, reuse_port: bool = False,
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])
-    s = services
-    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(s.auth, s.chat), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(s.auth, s.catalogue, s.admitter), server)
-    image_service_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(s.auth, s.images), server)
-    video_service_pb2_grpc.add_VideoServiceServicer_to_server(VideoServicer(s.auth, s.videos, s.admitter), server)
-    file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(s.auth, s.files, s.admitter), server)
-    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(s.auth, s.keys), server)
-    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
-        UsageServicer(s.auth, s.usage_queries, s.admitter), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_servicer = register_servicers(services, server)
     server.health = health_servicer  # type: ignore[attr-defined]
+    s = services
     if s.settings.grpc_reflection:
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
@@ -212,7 +221,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
                 worker: bool = False) -> int:
     """Runs the gRPC service and the REST gateway in this process until SIGTERM/SIGINT (or `stop`).
 
-    The gateway reaches the co-located service over a private unix socket. With `worker` (one of
+    The gateway reaches the co-located service through an in-process channel (or, with
+    `gateway_link = "unix"`, over a private unix socket). With `worker` (one of
     `raven serve --workers N`), both public ports are bound with SO_REUSEPORT so N processes share
     them, and the supervisor, not this process, prints the addresses and the first key.
 
@@ -228,8 +238,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
     services = await build_services(settings)
     local = Path(tempfile.gettempdir()) / f"raven-grpc-{os.getpid()}.sock"
     local.unlink(missing_ok=True)
+    unix_link = settings.gateway_link == "unix"
     grpc_server, grpc_port = create_server(services, f"{settings.host}:{settings.grpc_port}", reuse_port=worker,
-                                           local_address=f"unix:{local}")
+                                           local_address=f"unix:{local}" if unix_link else None)
     await grpc_server.start()
     await mark_serving(grpc_server)
     secret = None if worker else await ensure_first_key(services)
@@ -240,7 +251,12 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         keepalive_interval=settings.sse_keepalive_seconds,
         public_base_url=settings.public_base_url or None,
     )
-    app = create_app(gw_settings)
+    channel = None
+    if not unix_link:  # the same servicer objects, called without a socket (see api/inproc.py)
+        registry = HandlerRegistry()
+        register_servicers(services, registry, health_servicer=grpc_server.health)  # type: ignore[attr-defined]
+        channel = InProcessChannel(registry)
+    app = create_app(gw_settings, channel=channel)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="none",
                             http="httptools", timeout_graceful_shutdown=25)
 
@@ -286,5 +302,6 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
     await http_task
     await grpc_server.stop(grace=5)
     await services.close()
-    local.unlink(missing_ok=True)
+    if unix_link:
+        local.unlink(missing_ok=True)
     return 0

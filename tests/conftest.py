@@ -21,7 +21,8 @@ async def channel(svc: Svc) -> AsyncIterator[grpc.aio.Channel]:
         yield ch
 
 
-@pytest.fixture
-async def rest(tmp_path) -> AsyncIterator[Rest]:
-    async with make_rest(tmp_path) as r:
+@pytest.fixture(params=["grpc", "inprocess"])
+async def rest(tmp_path, request) -> AsyncIterator[Rest]:
+    """The REST surface over both gateway links: a real gRPC channel and the in-process one."""
+    async with make_rest(tmp_path, link=request.param) as r:
         yield r

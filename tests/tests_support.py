@@ -74,12 +74,20 @@ class Rest:
 
 
 @contextlib.asynccontextmanager
-async def make_rest(tmp_path, **overrides) -> AsyncIterator[Rest]:
-    """The official SDK's view: gateway app (in-process ASGI) -> real gRPC service."""
+async def make_rest(tmp_path, link: str = "grpc", **overrides) -> AsyncIterator[Rest]:
+    """The official SDK's view: gateway app (in-process ASGI) -> the service, over a real gRPC
+    channel (`link="grpc"`) or the in-process channel `raven serve` uses (`link="inprocess"`)."""
     from gateway.app import create_app
     from gateway.config import GatewaySettings
+    from raven_service.api.inproc import HandlerRegistry, InProcessChannel
+    from raven_service.server import register_servicers
 
-    async with service(tmp_path, **overrides) as svc, grpc.aio.insecure_channel(svc.target) as channel:
+    async with service(tmp_path, **overrides) as svc, grpc.aio.insecure_channel(svc.target) as grpc_channel:
+        channel = grpc_channel
+        if link == "inprocess":
+            registry = HandlerRegistry()
+            register_servicers(svc.services, registry)
+            channel = InProcessChannel(registry)
         app = create_app(GatewaySettings(grpc_target=svc.target, max_body_bytes=1024 * 1024), channel=channel)
         transport = httpx.ASGITransport(app=app)  # same event loop as the grpc channel; no lifespan needed
         async with httpx.AsyncClient(transport=transport, base_url="http://raven.test", timeout=30) as http:

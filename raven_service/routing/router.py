@@ -55,6 +55,13 @@ class CircuitBreakers:
     def success(self, route: Route) -> None:
         self._state.pop((route.provider, route.model), None)
 
+    def release(self, route: Route) -> None:
+        """An attempt ended without a verdict on the route's health (the upstream refused the request
+        itself, or the caller went away): if it was the half-open probe, the next request probes."""
+        b = self._state.get((route.provider, route.model))
+        if b is not None:
+            b.probing = False
+
     def failure(self, route: Route) -> None:
         b = self._state.setdefault((route.provider, route.model), _Breaker())
         b.failures += 1
@@ -138,48 +145,63 @@ class Router:
     def _note(self, outcome: Outcome, target: Target, result: str) -> None:
         outcome.attempts.append(f"{target.route.provider}/{target.route.model}:{result}")
 
+    def _failed(self, outcome: Outcome, target: Target, exc: UpstreamError) -> None:
+        """Notes a failed attempt; only retryable failures count against the route's breaker."""
+        self._note(outcome, target, exc.code)
+        if exc.retryable:
+            self.breakers.failure(target.route)
+        else:
+            self.breakers.release(target.route)
+
     async def complete(self, targets: list[Target], outcome: Outcome) -> ChatResult:
         gen = self._attempts(targets, outcome)
-        step = await gen.__anext__()
-        while True:
-            target, _ = step
-            try:
-                result = await self._providers[target.route.provider].complete(target.request)
-            except UpstreamError as exc:
-                self._note(outcome, target, exc.code)
-                if exc.retryable:
-                    self.breakers.failure(target.route)
-                step = await gen.asend(exc)
-                continue
-            self._note(outcome, target, "ok")
-            self.breakers.success(target.route)
-            outcome.served = target
+        try:
+            step = await gen.__anext__()
+            while True:
+                target, _ = step
+                try:
+                    result = await self._providers[target.route.provider].complete(target.request)
+                except UpstreamError as exc:
+                    self._failed(outcome, target, exc)
+                    step = await gen.asend(exc)
+                    continue
+                except BaseException:  # cancelled (or a bug): no verdict on the route
+                    self.breakers.release(target.route)
+                    raise
+                self._note(outcome, target, "ok")
+                self.breakers.success(target.route)
+                outcome.served = target
+                return result
+        finally:
             await gen.aclose()
-            return result
 
     async def stream(self, targets: list[Target], outcome: Outcome) -> AsyncIterator[ChatEvent]:
         """Streams from the first route that produces an event; fails over only before that."""
         gen = self._attempts(targets, outcome)
-        step = await gen.__anext__()
-        while True:
-            target, _ = step
-            events = self._providers[target.route.provider].stream(target.request)
-            try:
-                first = await events.__anext__()
-            except UpstreamError as exc:
-                await events.aclose()
-                self._note(outcome, target, exc.code)
-                if exc.retryable:
-                    self.breakers.failure(target.route)
-                step = await gen.asend(exc)
-                continue
-            except StopAsyncIteration:
-                first = None
+        try:
+            step = await gen.__anext__()
+            while True:
+                target, _ = step
+                events = self._providers[target.route.provider].stream(target.request)
+                try:
+                    first = await events.__anext__()
+                except UpstreamError as exc:
+                    await events.aclose()
+                    self._failed(outcome, target, exc)
+                    step = await gen.asend(exc)
+                    continue
+                except StopAsyncIteration:
+                    first = None
+                except BaseException:  # cancelled before the first event (or a bug): no verdict
+                    self.breakers.release(target.route)
+                    await events.aclose()
+                    raise
+                outcome.served = target
+                self._note(outcome, target, "ok")
+                self.breakers.success(target.route)
+                break
+        finally:
             await gen.aclose()
-            outcome.served = target
-            self._note(outcome, target, "ok")
-            self.breakers.success(target.route)
-            break
         try:
             if first is not None:
                 yield first
