@@ -33,9 +33,9 @@ _CODES: list[tuple[type[e.RavenError], int]] = [
     (e.Unavailable, code_pb2.UNAVAILABLE),
 ]
 
-# Upstream statuses that mean "this request is wrong" (surface as 400), unlike 401/403 (our upstream
-# credentials) or 5xx/429 (upstream trouble) which stay UNAVAILABLE (502).
-_UPSTREAM_REQUEST_ERRORS = frozenset({400, 404, 413, 422})
+# Upstream statuses that mean "this request is wrong" (surface as 400), unlike 401/403/404 (our upstream
+# credentials or model name: a broken route) or 5xx/429 (upstream trouble) which stay UNAVAILABLE (502).
+_UPSTREAM_REQUEST_ERRORS = frozenset({400, 413, 422})
 
 
 def _pack(msg) -> any_pb2.Any:

@@ -91,6 +91,15 @@ class Outcome:
     attempts: list[str] = field(default_factory=list)
 
 
+#: Upstream answers that mean the route itself is broken (our upstream key refused, the upstream
+#: model missing), not the request: never retried on that route, but the next route is tried.
+ROUTE_ERROR_STATUSES = frozenset({401, 403, 404})
+
+
+def route_misconfigured(error: UpstreamError) -> bool:
+    return not error.retryable and error.status in ROUTE_ERROR_STATUSES
+
+
 class NoRouteAvailable(UpstreamError):
     code = "no_route_available"
 
@@ -133,6 +142,8 @@ class Router:
                 if error is None:
                     return
                 last_error = error
+                if route_misconfigured(error):
+                    break  # this route cannot serve anyone: no retry, but the next route may
                 if not error.retryable:
                     raise error
                 if n < policy.max_retries:
@@ -146,9 +157,9 @@ class Router:
         outcome.attempts.append(f"{target.route.provider}/{target.route.model}:{result}")
 
     def _failed(self, outcome: Outcome, target: Target, exc: UpstreamError) -> None:
-        """Notes a failed attempt; only retryable failures count against the route's breaker."""
+        """Notes a failed attempt; failures of the route (not of the request) count against its breaker."""
         self._note(outcome, target, exc.code)
-        if exc.retryable:
+        if exc.retryable or route_misconfigured(exc):
             self.breakers.failure(target.route)
         else:
             self.breakers.release(target.route)

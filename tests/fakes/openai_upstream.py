@@ -392,6 +392,19 @@ class FakeOpenAI:
         self._by_model[model] = scenario
         return self
 
+    def clear(self) -> FakeOpenAI:
+        """Forgets the scripted scenarios, the per-model answers and the recorded requests (so one
+        fake can serve many tests)."""
+        self._queue.clear()
+        self._by_model.clear()
+        self.requests.clear()
+        return self
+
+    @property
+    def pending(self) -> int:
+        """How many scripted scenarios no request has used yet."""
+        return len(self._queue)
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
