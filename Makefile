@@ -25,6 +25,7 @@ check-generated: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/buf lint
+	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; fi
 	$(BIN)/python scripts/gen_protos.py --check
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
