@@ -11,8 +11,6 @@ import time
 import uuid
 from decimal import Decimal
 
-import msgspec
-
 from raven_service.accounting.usage import UsageWriter
 from raven_service.app.media import VideoWork
 from raven_service.core.errors import RavenError
@@ -38,6 +36,7 @@ class VideoWorker:
         self.worker_id = "w-" + uuid.uuid4().hex[:12]
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._finalizing: set[asyncio.Future[None]] = set()
         self._stopping = False
 
     def wake(self) -> None:
@@ -54,6 +53,8 @@ class VideoWorker:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._finalizing:  # tasks that were concluding when we stopped finish their writes
+            await asyncio.gather(*self._finalizing, return_exceptions=True)
         try:
             await self._store.release_video_tasks(self.worker_id)
         except Exception:
@@ -109,36 +110,43 @@ class VideoWorker:
             file_id = "file-" + uuid.uuid4().hex
             await self._store.put_file(StoredFile(id=file_id, key_id=task.key_id, mime_type=result.mime_type,
                                                   data=result.data, created_at=time.time()))
-            cost = model.price_per_video_second * task.seconds
             task.state, task.progress = VideoState.SUCCEEDED, 100
             task.file_ids, task.file_sizes = (file_id,), (len(result.data),)
-            task.cost, task.completed_at = cost, time.time()
-            task.lease_owner, task.lease_until = "", 0.0
-            await self._store.update_video_task(task)
-            await self._settle(task, cost)
+            task.cost = model.price_per_video_second * task.seconds
+            await self._conclude(task, route.provider, route.model)
             forget = getattr(provider, "forget", None)
             if forget is not None:
                 forget(task.upstream_task_id)
-            self._record(task, "completed", route.provider, route.model)
         except asyncio.CancelledError:
             raise  # shutdown: the lease is released, another worker (or we, later) resumes it
         except Exception as exc:
             message = exc.message if isinstance(exc, RavenError) else "internal error while generating the video"
             if not isinstance(exc, RavenError):
                 log.exception("video task %s failed", task.id)
-            task.state, task.error, task.completed_at = VideoState.FAILED, message, time.time()
-            task.cost, task.lease_owner, task.lease_until = Decimal(0), "", 0.0
-            await self._store.update_video_task(task)
-            await self._settle(task, Decimal(0))
-            self._record(task, "failed", task.provider, "")
+            task.state, task.error, task.cost = VideoState.FAILED, message, Decimal(0)
+            await self._conclude(task, task.provider, "")
 
-    async def _settle(self, task: VideoTask, actual: Decimal) -> None:
-        if task.reserved or actual:
+    async def _conclude(self, task: VideoTask, provider: str, upstream_model: str) -> None:
+        """The final writes of a task (state, settlement, usage record) run to completion even when
+        shutdown cancels the worker: a task is never left final-but-unsettled by a SIGTERM."""
+        final = asyncio.ensure_future(self._final_writes(task, provider, upstream_model))
+        self._finalizing.add(final)
+        final.add_done_callback(self._finalizing.discard)
+        await asyncio.shield(final)
+
+    async def _final_writes(self, task: VideoTask, provider: str, upstream_model: str) -> None:
+        # State first, then settle: a crash in between leaves a reservation unsettled (never charged)
+        # rather than a task that would run and be charged again.
+        task.completed_at = time.time()
+        task.lease_owner, task.lease_until = "", 0.0
+        await self._store.update_video_task(task)
+        if task.reserved or task.cost:
             key = await self._store.get_key(task.key_id)
             if key is not None and key.credits is not None:
-                await self._store.settle_credits(task.key_id, task.reserved, actual)
-        task.reserved = Decimal(0)
-        await self._store.update_video_task(msgspec.structs.replace(task))
+                await self._store.settle_credits(task.key_id, task.reserved, task.cost)
+            task.reserved = Decimal(0)
+            await self._store.update_video_task(task)
+        self._record(task, "completed" if task.state == VideoState.SUCCEEDED else "failed", provider, upstream_model)
 
     def _record(self, task: VideoTask, status: str, provider: str, upstream_model: str) -> None:
         self._usage.record(UsageRecord(

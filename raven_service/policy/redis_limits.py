@@ -227,14 +227,19 @@ class RedisLimiter:
     def _redis(self) -> aioredis.Redis:
         """The client (one connection pool), created on first use inside the running loop."""
         if self._client is None:
-            client = aioredis.Redis.from_url(
+            # A blocking pool: under a burst, callers wait (up to the socket timeout) for one of a
+            # bounded set of connections instead of failing with MaxConnectionsError.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=64,
+                timeout=self._socket_timeout,
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=self._socket_timeout,
                 # One quick retry covers a pooled connection the server dropped; more would only
                 # delay the 503 when Redis is really gone.
                 retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
             )
+            client = aioredis.Redis(connection_pool=pool)
             self._scripts = {
                 "hit": client.register_script(_HIT_RPM),
                 "peek": client.register_script(_PEEK_RPM),
@@ -368,4 +373,4 @@ class RedisLimiter:
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("rate limiter: releasing leases at close failed (%s)", type(exc).__name__)
         with contextlib.suppress(RedisError, OSError):
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)
