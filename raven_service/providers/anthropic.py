@@ -77,8 +77,9 @@ from raven_service.core.types import (
     ToolCallDelta,
     UsageReport,
 )
-from raven_service.providers._http import UpstreamClient, UpstreamResponse, error_from_payload, scrub
-from raven_service.providers._sse import SSEDecoder, SSEError
+from raven_service.providers._http import UpstreamClient, error_from_payload, scrub
+from raven_service.providers._sse import SSEDecoder, SSEEvent
+from raven_service.providers._stream import next_batch
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -413,6 +414,13 @@ class _StreamState:
         self.emitted = False  # any event handed out (or about to be)
         self.error: UpstreamError | None = None  # raised after the events that preceded it
 
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    def on_event(self, event: SSEEvent) -> None:
+        self.handle(event.event, event.data)
+
     def malformed(self, what: str) -> UpstreamError:
         return UpstreamError(
             scrub(f"upstream {self.provider!r} sent {what}", self.secrets), provider=self.provider, retryable=False
@@ -667,7 +675,7 @@ class AnthropicProvider:
                 return
             state = _StreamState(self.name, self._http.secrets)
             decoder = SSEDecoder()
-            while (batch := await self._next_batch(resp, state, decoder)) is not None:
+            while (batch := await next_batch(self.name, resp, state, decoder)) is not None:
                 for event in batch:
                     yield event
             finish, usage = state.ending(req.request)
@@ -677,47 +685,6 @@ class AnthropicProvider:
                 await resp.finish(_DRAIN_GRACE)  # let the connection go back to the pool
         finally:
             resp.close()
-
-    async def _next_batch(
-        self, resp: UpstreamResponse, state: _StreamState, decoder: SSEDecoder
-    ) -> list[ChatEvent] | None:
-        """The events of the next read (maybe none); None once the stream is over (message_stop,
-        or the end of the body after a stop_reason). Raises if it ends before finishing."""
-        if state.error is not None:
-            raise state.error
-        if state.done:
-            return None
-        try:
-            data = await resp.chunk()
-        except UpstreamError as exc:
-            if state.stop_reason is not None:
-                return None  # every content block and the stop reason arrived; only message_stop is missing
-            if state.emitted:
-                exc.retryable = False
-            raise
-        try:
-            events = decoder.feed(data) if data else decoder.flush()
-        except SSEError as exc:
-            raise state.malformed(str(exc)) from None
-        try:
-            for event in events:
-                state.handle(event.event, event.data)
-                if state.done:
-                    break
-            if not data and not state.done:
-                if state.stop_reason is None:
-                    raise UpstreamError(
-                        f"upstream {self.name!r} ended the stream before it finished",
-                        provider=self.name,
-                        retryable=not state.emitted,
-                    )
-                state.done = True
-        except UpstreamError as exc:
-            if not state.out:
-                raise
-            state.error = exc  # hand out what arrived before the failure first
-        batch, state.out = state.out, []
-        return batch
 
     async def aclose(self) -> None:
         """Closes the upstream connection pool."""

@@ -108,8 +108,9 @@ from raven_service.core.types import (
     ToolCallDelta,
     UsageReport,
 )
-from raven_service.providers._http import UpstreamClient, UpstreamResponse, error_from_payload, scrub
-from raven_service.providers._sse import SSEDecoder, SSEError
+from raven_service.providers._http import UpstreamClient, error_from_payload, scrub
+from raven_service.providers._sse import SSEDecoder, SSEEvent
+from raven_service.providers._stream import next_batch
 
 __all__ = [
     "SKIP_SIGNATURE",
@@ -433,6 +434,9 @@ class _Translation:
     def finished(self) -> bool:
         return self.finish_native is not None or self.blocked is not None
 
+    def on_event(self, event: SSEEvent) -> None:
+        self.handle_data(event.data)
+
     def malformed(self, what: str) -> UpstreamError:
         return UpstreamError(
             scrub(f"upstream {self.provider!r} sent {what}", self.secrets), provider=self.provider, retryable=False
@@ -628,7 +632,7 @@ class GeminiProvider:
                     yield event
             else:
                 decoder = SSEDecoder()
-                while (batch := await self._next_batch(resp, state, decoder)) is not None:
+                while (batch := await next_batch(self.name, resp, state, decoder)) is not None:
                     for event in batch:
                         yield event
             yield state.finish()
@@ -648,45 +652,6 @@ class GeminiProvider:
             state.handle(response)
         if not state.finished:
             raise state.malformed("a streamGenerateContent body without a finishReason")
-
-    async def _next_batch(
-        self, resp: UpstreamResponse, state: _Translation, decoder: SSEDecoder
-    ) -> list[ChatEvent] | None:
-        """The events of the next read (maybe none); None once the stream is over (the end of the
-        body after a finishReason). Raises if it ends before finishing."""
-        if state.error is not None:
-            raise state.error
-        if state.done:
-            return None
-        try:
-            data = await resp.chunk()
-        except UpstreamError as exc:
-            if state.finished:
-                return None  # all content arrived; only the end of the body is missing
-            if state.emitted:
-                exc.retryable = False
-            raise
-        try:
-            events = decoder.feed(data) if data else decoder.flush()
-        except SSEError as exc:
-            raise state.malformed(str(exc)) from None
-        try:
-            for event in events:
-                state.handle_data(event.data)
-            if not data:
-                if not state.finished:
-                    raise UpstreamError(
-                        f"upstream {self.name!r} ended the stream before it finished",
-                        provider=self.name,
-                        retryable=not state.emitted,
-                    )
-                state.done = True
-        except UpstreamError as exc:
-            if not state.out:
-                raise
-            state.error = exc  # hand out what arrived before the failure first
-        batch, state.out = state.out, []
-        return batch
 
     async def aclose(self) -> None:
         """Closes the upstream connection pool."""
