@@ -153,11 +153,27 @@ def error_from_status(
     message = f"upstream {provider!r} returned HTTP {status}" + (f": {detail}" if detail else "")
     message = scrub(message, secrets)
     retryable = status in _RETRYABLE_STATUSES or status >= 500
-    retry_after = parse_retry_after(headers) if retryable else None
+    retry_after = (parse_retry_after(headers) or _body_retry_delay(body)) if retryable else None
     code = "upstream_rate_limited" if status == 429 else None
     return UpstreamError(
         message, provider=provider, status=status, retryable=retryable, retry_after=retry_after, code=code
     )
+
+
+def _body_retry_delay(body: bytes) -> float | None:
+    """Google APIs put the delay in the body, as a google.rpc.RetryInfo detail: {"error": {"details":
+    [{"@type": ".../google.rpc.RetryInfo", "retryDelay": "37s"}]}}."""
+    if b"RetryInfo" not in body:
+        return None
+    try:
+        details = msgspec.json.decode(body).get("error", {}).get("details", [])
+        for detail in details:
+            if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+                delay = str(detail.get("retryDelay", "")).removesuffix("s")
+                return max(0.0, float(delay))
+    except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+        return None
+    return None
 
 
 def error_from_payload(provider: str, error: Any, *, secrets: Iterable[str] = ()) -> UpstreamError:

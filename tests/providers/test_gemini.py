@@ -867,3 +867,14 @@ def test_fake_runs_in_a_thread_and_speaks_alt_sse_and_json_arrays() -> None:
         assert missing.status_code == 403 and missing.json()["error"]["status"] == "PERMISSION_DENIED"
         assert [r.query for r in fake.requests] == [{"alt": "sse"}, {}, {}]
         assert [r.path for r in fake.requests] == ["/v1beta/models/gemini-2.5-flash:streamGenerateContent"] * 3
+
+
+def test_retry_delay_in_a_google_error_body_is_honoured():
+    from raven_service.providers._http import error_from_status
+
+    body = (b'{"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED",'
+            b' "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}]}}')
+    err = error_from_status("g", 429, {}, body)
+    assert err.retryable and err.retry_after == 37.0
+    assert error_from_status("g", 429, {"retry-after": "3"}, body).retry_after == 3.0  # the header wins
+    assert error_from_status("g", 429, {}, b'{"error": {"details": [{"@type": "x.RetryInfo"}]}}').retry_after is None
