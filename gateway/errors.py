@@ -312,7 +312,8 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> ApiError
     if isinstance(exc, NotFoundException):
         return ApiError(404, f"Invalid URL ({request.method} {request.url.path})", code="unknown_url")
     if isinstance(exc, MethodNotAllowedException):
-        return ApiError(405, f"Method {request.method} is not allowed on {request.url.path}", code="method_not_allowed")
+        return ApiError(405, f"Method {request.method} is not allowed on {request.url.path}", code="method_not_allowed",
+                        headers=exc.headers)  # carries Allow (RFC 9110)
     if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         return ApiError(413, "The request body is too large.", code="payload_too_large")
     if exc.status_code >= 500:

@@ -271,3 +271,4 @@ async def test_unknown_route_and_method(http: httpx.AsyncClient) -> None:
     wrong = await http.get(CHAT)
     assert wrong.status_code == 405
     assert set(wrong.json()["error"]) == ERROR_KEYS
+    assert "POST" in wrong.headers["allow"]
