@@ -146,6 +146,8 @@ class Router:
                     break  # this route cannot serve anyone: no retry, but the next route may
                 if not error.retryable:
                     raise error
+                if error.retry_after is not None and error.retry_after > policy.max_delay:
+                    break  # the upstream asks for a longer pause than we may wait: try the next route
                 if n < policy.max_retries:
                     await self._sleep(self._delay(policy, n, error.retry_after))
         if last_error is not None:

@@ -145,13 +145,23 @@ async def test_retry_waits_as_long_as_retry_after_says(tmp_path, monkeypatch, pr
 
 async def test_backoff_without_retry_after_is_short_and_capped(tmp_path, monkeypatch) -> None:
     async with two_routes(tmp_path, monkeypatch, a_options={"max_retries": 2, "retry_max_delay": 0.2}) as r:
-        r.a.script(_fail(503), _fail(429, "slow down", {"retry-after": "120"}))  # 120 s is capped at 0.2 s
+        r.a.script(_fail(503), _fail(503))  # no Retry-After: exponential backoff with jitter, capped at 0.2 s
         start = time.monotonic()
         reply = await _call(r.env, "grpc", "unary", model="m", messages=USER_HI)
         elapsed = time.monotonic() - start
         assert reply.content == OK_TEXT
         assert len(r.a.requests) == 3 and not r.b.requests
-        assert 0.2 <= elapsed < 1.5
+        assert elapsed < 1.0
+
+
+async def test_retry_after_beyond_the_cap_moves_to_the_next_route(tmp_path, monkeypatch) -> None:
+    async with two_routes(tmp_path, monkeypatch, a_options={"max_retries": 2, "retry_max_delay": 0.2}) as r:
+        r.a.script(_fail(503), _fail(429, "slow down", {"retry-after": "120"}))
+        start = time.monotonic()
+        reply = await _call(r.env, "grpc", "unary", model="m", messages=USER_HI)
+        assert time.monotonic() - start < 1.5  # neither 120 s nor a pointless capped retry of route a
+        assert reply.content == OK_TEXT
+        assert len(r.a.requests) == 2 and len(r.b.requests) == 1
 
 
 @pytest.mark.parametrize("upstream", [400, 422])
