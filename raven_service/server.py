@@ -166,6 +166,56 @@ def register_servicers(services: Services, target, health_servicer=None):
     return health_servicer
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _register_reflection_v1_descriptor(v1alpha_file) -> None:
+    """Adds `grpc/reflection/v1/reflection.proto` to the default descriptor pool, derived from the
+    v1alpha file (so reflection can describe the v1 service it serves)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindServiceByName(REFLECTION_V1)
+        return
+    except KeyError:
+        pass
+    fdp = descriptor_pb2.FileDescriptorProto()
+    v1alpha_file.CopyToProto(fdp)
+    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
+    fdp.name, fdp.package = "grpc/reflection/v1/reflection.proto", "grpc.reflection.v1"
+    for message in fdp.message_type:
+        for f in message.field:
+            if f.type_name:  # assigning "" would mark scalar fields as message-typed
+                f.type_name = f.type_name.replace(old, new)
+    for service in fdp.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, new)
+            method.output_type = method.output_type.replace(old, new)
+    pool.Add(fdp)
+
+
+def enable_reflection(server: grpc.aio.Server) -> None:
+    """Server reflection under both `grpc.reflection.v1alpha` (grpcio's servicer) and
+    `grpc.reflection.v1` (what current grpcurl / buf curl ask first). grpcio-reflection only ships
+    v1alpha; the v1 messages are wire-identical (same fields and numbers, only the package differs),
+    so the same servicer answers v1 through the v1alpha (de)serialisers."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    _register_reflection_v1_descriptor(reflection_pb2.DESCRIPTOR)
+    names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    handler = grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
+    })
+    server.add_generic_rpc_handlers((handler,))
+
+
 def create_server(services: Services, address: str, *, reuse_port: bool = False,
                   local_address: str | None = None) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server with every servicer, health and reflection, bound to `address`
@@ -179,7 +229,7 @@ def create_server(services: Services, address: str, *, reuse_port: bool = False,
     server.health = health_servicer  # type: ignore[attr-defined]
     s = services
     if s.settings.grpc_reflection:
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        enable_reflection(server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind gRPC address {address}")

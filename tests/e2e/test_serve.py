@@ -50,6 +50,12 @@ def test_buf_curl_reflection_lists_and_streams(raven):
     text = "".join(c.get("delta", {}).get("content", "") for m in msgs for c in m.get("choices", []))
     assert text == "via buf"
     assert "usage" in msgs[-1]
+    for protocol in ("grpc-v1", "grpc-v1alpha"):  # SPEC §8: reflection under both versions
+        out = subprocess.run([str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol",
+                              protocol, "--list-methods", url], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (protocol, out.stderr)
+        assert "raven.v1.ChatService/StreamChatCompletion" in out.stdout
+        assert "raven.v1.KeyService/CreateKey" in out.stdout
     unauth = subprocess.run(
         [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", "{}",
          f"{url}/raven.v1.ModelService/ListModels"], capture_output=True, text=True, timeout=60)
