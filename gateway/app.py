@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import grpc
 from litestar import Litestar, Router
 from litestar.datastructures import State
+from prometheus_client import CollectorRegistry
 
 from gateway.backend import Backend
 from gateway.chat import ChatController
@@ -25,7 +26,12 @@ from gateway.videos import VideosController
 __all__ = ["create_app"]
 
 
-def create_app(settings: GatewaySettings | None = None, *, channel: grpc.aio.Channel | None = None) -> Litestar:
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    channel: grpc.aio.Channel | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+) -> Litestar:
     """Build the REST + SSE gateway.
 
     Args:
@@ -33,12 +39,14 @@ def create_app(settings: GatewaySettings | None = None, *, channel: grpc.aio.Cha
         channel: An open grpc.aio channel to use (tests, or a process sharing one). When None, the
             app's lifespan opens a channel to ``settings.grpc_target`` at startup and closes it at
             shutdown.
+        metrics_registry: The Prometheus registry `/metrics` serves (a process running the service
+            too passes its own, so one scrape shows both); a private one when None.
 
     Returns:
         The Litestar app.
     """
     settings = settings or GatewaySettings()
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(metrics_registry)
     state = State({"settings": settings, "metrics": metrics, "backend": Backend(channel) if channel else None})
 
     @asynccontextmanager

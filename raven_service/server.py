@@ -47,6 +47,7 @@ from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
 from raven_service.config import Settings
 from raven_service.core.ports import Limiter, Store
 from raven_service.jobs.videos import VideoWorker
+from raven_service.metrics import ServiceMetrics
 from raven_service.policy.auth import Authenticator, create_key
 from raven_service.policy.ratelimit import InProcessLimiter
 from raven_service.providers.registry import build_providers
@@ -104,6 +105,7 @@ class Services:
     keys: KeyAdmin
     usage_queries: UsageQueries
     worker: VideoWorker
+    metrics: ServiceMetrics
     closers: list = field(default_factory=list)
 
     async def close(self) -> None:
@@ -123,7 +125,9 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     limiter = open_limiter(settings)
     providers = build_providers(settings)
     catalogue = Catalogue(providers.models)
-    usage = UsageWriter(store, max_queue=settings.usage_queue_size, flush_interval=settings.usage_flush_interval)
+    metrics = ServiceMetrics()
+    usage = UsageWriter(store, max_queue=settings.usage_queue_size, flush_interval=settings.usage_flush_interval,
+                        observer=metrics.observe)
     usage.start()
     auth = Authenticator(store)
     admitter = Admitter(store, limiter)
@@ -142,6 +146,7 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
                       default_concurrency=settings.default_concurrency),
         usage_queries=UsageQueries(store, usage),
         worker=worker,
+        metrics=metrics,
         closers=providers.closers,
     )
     if start_workers:
@@ -306,7 +311,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         registry = HandlerRegistry()
         register_servicers(services, registry, health_servicer=grpc_server.health)  # type: ignore[attr-defined]
         channel = InProcessChannel(registry)
-    app = create_app(gw_settings, channel=channel)
+    app = create_app(gw_settings, channel=channel, metrics_registry=services.metrics.registry)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="none",
                             http="httptools", timeout_graceful_shutdown=25)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from raven_service.core.ports import Store
 from raven_service.core.types import UsageRecord
@@ -20,8 +21,9 @@ log = logging.getLogger("raven.usage")
 
 class UsageWriter:
     def __init__(self, store: Store, *, max_queue: int = 10000, flush_interval: float = 0.2,
-                 batch_size: int = 500) -> None:
+                 batch_size: int = 500, observer: Callable[[UsageRecord], None] | None = None) -> None:
         self._store = store
+        self._observer = observer  # e.g. metrics: sees every record once, as it is queued
         self._queue: asyncio.Queue[UsageRecord | None] = asyncio.Queue(max_queue)
         self._pending: dict[str, UsageRecord] = {}
         self._interval = flush_interval
@@ -36,6 +38,7 @@ class UsageWriter:
 
     def record(self, rec: UsageRecord) -> None:
         """Queues a record without waiting (safe in `finally` blocks of cancelled requests)."""
+        self._observe(rec)
         self._pending[rec.id] = rec
         try:
             self._queue.put_nowait(rec)
@@ -45,8 +48,16 @@ class UsageWriter:
             task.add_done_callback(self._waiters.discard)
 
     async def record_wait(self, rec: UsageRecord) -> None:
+        self._observe(rec)
         self._pending[rec.id] = rec
         await self._queue.put(rec)
+
+    def _observe(self, rec: UsageRecord) -> None:
+        if self._observer is not None:
+            try:
+                self._observer(rec)
+            except Exception:  # metrics must never cost a usage record
+                log.exception("usage observer failed")
 
     def pending(self, record_id: str) -> UsageRecord | None:
         return self._pending.get(record_id)

@@ -26,6 +26,12 @@ Timeouts (from `ProviderConfig`):
   that actually has to wait (data already buffered is taken without arming any timer).
 
 There is deliberately no total timeout: a healthy stream may run for many minutes.
+
+HTTP/2: a provider configured with ``http2 = true`` gets an `_http2.H2UpstreamClient` from
+`UpstreamClient.from_config` instead (httpx + h2, one multiplexed connection per origin); it is a
+subclass with the same interface, timeouts and error mapping (httpx failures through
+`_http2.error_from_httpx`, statuses through `error_from_status` here), so adapters never know
+which one they hold.
 """
 
 from __future__ import annotations
@@ -359,7 +365,12 @@ class UpstreamClient:
 
     @classmethod
     def from_config(cls, provider: str, cfg: ProviderConfig, **kwargs: Any) -> UpstreamClient:
-        """A client with `cfg`'s connect / first-byte / idle timeouts."""
+        """A client with `cfg`'s connect / first-byte / idle timeouts: this aiohttp one (HTTP/1.1
+        keep-alive), or the HTTP/2 one (`_http2.H2UpstreamClient`, httpx + h2) when ``cfg.http2``."""
+        if cfg.http2 and cls is UpstreamClient:
+            from raven_service.providers._http2 import H2UpstreamClient  # lazy: httpx/h2 only when used
+
+            return H2UpstreamClient.from_config(provider, cfg, **kwargs)
         return cls(
             provider,
             connect_timeout=cfg.connect_timeout,

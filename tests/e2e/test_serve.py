@@ -125,3 +125,19 @@ def test_sigterm_drains_an_open_stream(raven):
     assert json.loads(data[-2][6:])["usage"]["completion_tokens"] == 150
     with pytest.raises(httpx.HTTPError):
         httpx.get(p.base + "/healthz", timeout=1)
+
+
+def test_metrics_show_gateway_and_service_series_without_secrets(raven):
+    p = raven()
+    headers = {"Authorization": f"Bearer {p.key}"}
+    for _ in range(2):
+        assert httpx.post(p.base + "/v1/chat/completions", headers=headers, json={
+            "model": "raven/local-chat", "messages": [{"role": "user", "content": "echo: m"}]}).status_code == 200
+    assert httpx.post(p.base + "/v1/chat/completions", headers=headers, json={
+        "model": "raven/local-chat", "messages": [{"role": "wizard", "content": "x"}]}).status_code == 400
+    text = httpx.get(p.base + "/metrics").text
+    assert 'raven_generations_total{kind="chat",model="raven/local-chat",provider="local",status="completed"} 2.0' in text
+    assert 'raven_tokens_total{direction="completion",model="raven/local-chat",provider="local"}' in text
+    assert 'raven_upstream_attempts_total{outcome="ok",route="local/local-chat"} 2.0' in text
+    assert "raven_generation_latency_seconds_bucket" in text
+    assert p.key not in text and p.key[:12] not in text

@@ -1,0 +1,44 @@
+"""Prometheus metrics of the service, fed from the usage ledger (every generation passes there
+exactly once, whatever its outcome). Labels are model, provider, kind and status: never a key,
+a secret or an id."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from raven_service.core.types import UsageRecord
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        labels = ("kind", "model", "provider", "status")
+        self.generations = Counter("raven_generations", "Generations by outcome (usage records written).",
+                                   labels, registry=self.registry)
+        self.tokens = Counter("raven_tokens", "Tokens processed.", ("model", "provider", "direction"),
+                              registry=self.registry)
+        self.cost = Counter("raven_cost_credits", "Credits charged.", ("model", "provider"), registry=self.registry)
+        self.attempts = Counter("raven_upstream_attempts", "Upstream attempts by outcome (retries and fallbacks).",
+                                ("route", "outcome"), registry=self.registry)
+        self.latency = Histogram("raven_generation_latency_seconds", "Admission to end of a generation.",
+                                 ("kind", "provider"), buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.ttft = Histogram("raven_time_to_first_token_seconds", "Admission to the first token (chat).",
+                              ("provider",), buckets=_LATENCY_BUCKETS, registry=self.registry)
+
+    def observe(self, rec: UsageRecord) -> None:
+        provider = rec.provider or "none"
+        self.generations.labels(rec.kind, rec.model, provider, rec.status).inc()
+        if rec.prompt_tokens:
+            self.tokens.labels(rec.model, provider, "prompt").inc(rec.prompt_tokens)
+        if rec.completion_tokens:
+            self.tokens.labels(rec.model, provider, "completion").inc(rec.completion_tokens)
+        if rec.cost:
+            self.cost.labels(rec.model, provider).inc(float(rec.cost))
+        for attempt in rec.attempts:
+            route, _, outcome = attempt.rpartition(":")
+            self.attempts.labels(route, outcome).inc()
+        self.latency.labels(rec.kind, provider).observe(rec.latency_ms / 1000)
+        if rec.ttft_ms:
+            self.ttft.labels(provider).observe(rec.ttft_ms / 1000)
