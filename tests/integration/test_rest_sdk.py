@@ -203,3 +203,24 @@ async def test_credits_exhausted_402(rest):
                                                        max_tokens=1000)
     assert ei.value.status_code == 402
     assert ei.value.code == "insufficient_credits"
+
+
+async def test_errors_surface_as_the_sdks_exception_classes(rest):
+    """Each documented status reaches SDK users as the matching openai exception, with code/param."""
+    client = rest.sdk()
+    with pytest.raises(openai.BadRequestError) as ei:
+        await client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "x"}], temperature=3)
+    assert ei.value.param == "temperature"
+    with pytest.raises(openai.BadRequestError) as ei:
+        await client.chat.completions.create(model="no/such", messages=[{"role": "user", "content": "x"}])
+    assert ei.value.code == "model_not_found" and ei.value.param == "model"
+    with pytest.raises(openai.AuthenticationError):
+        await rest.sdk("rk-not-a-real-key").models.list()
+    with pytest.raises(openai.NotFoundError):
+        await client.models.retrieve("no/such")
+    with pytest.raises(openai.BadRequestError) as ei:
+        await client.images.generate(model="raven/local-image", prompt="x", size="123x45")
+    assert ei.value.param == "size"
+    with pytest.raises(openai.BadRequestError) as ei:
+        await client.images.generate(model=CHAT, prompt="x")
+    assert ei.value.code == "model_not_supported"
