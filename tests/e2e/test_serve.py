@@ -136,7 +136,8 @@ def test_metrics_show_gateway_and_service_series_without_secrets(raven):
     assert httpx.post(p.base + "/v1/chat/completions", headers=headers, json={
         "model": "raven/local-chat", "messages": [{"role": "wizard", "content": "x"}]}).status_code == 400
     text = httpx.get(p.base + "/metrics").text
-    assert 'raven_generations_total{kind="chat",model="raven/local-chat",provider="local",status="completed"} 2.0' in text
+    series = 'raven_generations_total{kind="chat",model="raven/local-chat",provider="local",status="completed"}'
+    assert f"{series} 2.0" in text
     assert 'raven_tokens_total{direction="completion",model="raven/local-chat",provider="local"}' in text
     assert 'raven_upstream_attempts_total{outcome="ok",route="local/local-chat"} 2.0' in text
     assert "raven_generation_latency_seconds_bucket" in text
