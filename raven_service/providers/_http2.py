@@ -49,6 +49,7 @@ included), exactly the bytes aiohttp would send.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
@@ -330,14 +331,12 @@ class H2UpstreamResponse(UpstreamResponse):
         self._client._in_background(self._release())
 
     async def _release(self) -> None:
-        try:
+        # RuntimeError: the iterator is running in another task or already failed; closing the
+        # response below is what releases (or cancels) the stream anyway.
+        with contextlib.suppress(RuntimeError, httpx.HTTPError, OSError):
             await self._chunks.aclose()  # type: ignore[attr-defined]
-        except (RuntimeError, httpx.HTTPError, OSError):
-            pass  # already running elsewhere or already failed: the response close below suffices
-        try:
+        with contextlib.suppress(httpx.HTTPError, OSError):
             await self._resp.aclose()
-        except (httpx.HTTPError, OSError):
-            pass
 
 
 # ---------------------------------------------------------------------------------- client
@@ -477,8 +476,10 @@ class H2UpstreamClient(UpstreamClient):
         except (TimeoutError, httpx.HTTPError, OSError):
             pass  # map the status with whatever part of the body arrived
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            await resp.aclose()
+            with contextlib.suppress(RuntimeError, httpx.HTTPError, OSError):
+                await chunks.aclose()  # type: ignore[attr-defined]
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                await resp.aclose()  # cancels the stream if the body did not end
         body_bytes = b"".join(parts)[:error_limit]
         raise error_from_status(self.provider, resp.status_code, resp.headers, body_bytes, secrets=self.secrets)
 

@@ -31,6 +31,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+
 from fakes.openai_upstream import Scenario, _pieces, chat_completion, video_job
 
 __all__ = ["FakeH2", "H2Received"]
@@ -98,6 +99,8 @@ class FakeH2:
         self._queue: collections.deque[Scenario] = collections.deque()
         self._server: asyncio.Server | None = None
         self._conn_tasks: set[asyncio.Task[None]] = set()
+        self._no_connections = asyncio.Event()
+        self._no_connections.set()
         self._ids = itertools.count(1)
 
     # -- scripting
@@ -137,8 +140,7 @@ class FakeH2:
     async def wait_connections_closed(self, within: float = 5.0) -> None:
         """Waits until the client has closed every connection."""
         async with asyncio.timeout(within):
-            while self.open_connections:
-                await asyncio.sleep(0.005)
+            await self._no_connections.wait()
 
     # -- the connection loop
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -147,6 +149,7 @@ class FakeH2:
         self._conn_tasks.add(task)
         self.connections += 1
         self.open_connections += 1
+        self._no_connections.clear()
         conn = _Conn(self.connections, writer)
         conn.h2.initiate_connection()
         conn.flush()
@@ -167,6 +170,8 @@ class FakeH2:
         finally:
             conn.closed = True
             self.open_connections -= 1
+            if not self.open_connections:
+                self._no_connections.set()
             for stream_id, t in conn.tasks.items():
                 t.cancel()
                 rec = conn.streams.get(stream_id)
