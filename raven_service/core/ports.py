@@ -5,7 +5,7 @@ Wired together only in `raven_service.server`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
@@ -39,7 +39,7 @@ class ChatProvider(Protocol):
 
     async def complete(self, req: ProviderChatRequest) -> ChatResult: ...
 
-    def stream(self, req: ProviderChatRequest) -> AsyncIterator[ChatEvent]: ...
+    def stream(self, req: ProviderChatRequest) -> AsyncGenerator[ChatEvent, None]: ...
 
 
 @runtime_checkable

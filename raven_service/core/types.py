@@ -17,20 +17,20 @@ class Frozen(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 # ----------------------------------------------------------------------------------------- chat
-class ContentPart(Frozen):
+class ContentPart(Frozen, frozen=True):
     type: str  # "text" | "image_url"
     text: str = ""
     image_url: str = ""
     detail: str = ""
 
 
-class ToolCall(Frozen):
+class ToolCall(Frozen, frozen=True):
     id: str
     name: str
     arguments: str  # JSON text, passed through unchanged
 
 
-class Message(Frozen):
+class Message(Frozen, frozen=True):
     role: str
     content: str | None = None
     parts: tuple[ContentPart, ...] = ()
@@ -45,26 +45,26 @@ class Message(Frozen):
         return self.content or ""
 
 
-class Tool(Frozen):
+class Tool(Frozen, frozen=True):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class ToolChoice(Frozen):
+class ToolChoice(Frozen, frozen=True):
     mode: Literal["none", "auto", "required", "function"]
     name: str | None = None  # for mode "function"
 
 
-class ResponseFormat(Frozen):
+class ResponseFormat(Frozen, frozen=True):
     type: Literal["text", "json_object", "json_schema"]
     schema: dict[str, Any] | None = None
     name: str | None = None
     strict: bool | None = None
 
 
-class ChatRequest(Frozen):
+class ChatRequest(Frozen, frozen=True):
     """A validated chat request as the domain sees it (OpenAI semantics)."""
 
     model: str
@@ -110,11 +110,11 @@ OPTIONAL_PARAMS = (
 
 
 # ------------------------------------------------------------------------------- stream events
-class TextDelta(Frozen, tag="text"):
+class TextDelta(Frozen, frozen=True, tag="text"):
     text: str
 
 
-class ToolCallDelta(Frozen, tag="tool_call"):
+class ToolCallDelta(Frozen, frozen=True, tag="tool_call"):
     """A fragment of a tool call: id and name on the first fragment, arguments in pieces."""
 
     index: int
@@ -123,12 +123,12 @@ class ToolCallDelta(Frozen, tag="tool_call"):
     arguments: str = ""
 
 
-class Finish(Frozen, tag="finish"):
+class Finish(Frozen, frozen=True, tag="finish"):
     reason: str  # one of FinishReason
     native: str = ""
 
 
-class UsageReport(Frozen, tag="usage"):
+class UsageReport(Frozen, frozen=True, tag="usage"):
     prompt_tokens: int
     completion_tokens: int
     estimated: bool = False
@@ -137,7 +137,7 @@ class UsageReport(Frozen, tag="usage"):
 ChatEvent = TextDelta | ToolCallDelta | Finish | UsageReport
 
 
-class ChatResult(Frozen):
+class ChatResult(Frozen, frozen=True):
     """A whole completion from a provider (unary calls)."""
 
     content: str | None
@@ -149,7 +149,7 @@ class ChatResult(Frozen):
     usage_estimated: bool = False
 
 
-class ProviderChatRequest(Frozen):
+class ProviderChatRequest(Frozen, frozen=True):
     """What a provider adapter receives: the request with the upstream model name and only the
     parameters that model supports."""
 
@@ -158,12 +158,12 @@ class ProviderChatRequest(Frozen):
 
 
 # ------------------------------------------------------------------------------------- catalogue
-class Route(Frozen):
+class Route(Frozen, frozen=True):
     provider: str
     model: str
 
 
-class ModelInfo(Frozen):
+class ModelInfo(Frozen, frozen=True):
     id: str
     routes: tuple[Route, ...]
     capabilities: tuple[str, ...] = ("chat",)
@@ -179,7 +179,7 @@ class ModelInfo(Frozen):
 
 
 # ------------------------------------------------------------------------------------- images/video
-class ImageRequest(Frozen):
+class ImageRequest(Frozen, frozen=True):
     model: str
     prompt: str
     n: int = 1
@@ -191,12 +191,12 @@ class ImageRequest(Frozen):
     style: str | None = None
 
 
-class GeneratedImage(Frozen):
+class GeneratedImage(Frozen, frozen=True):
     png: bytes
     revised_prompt: str = ""
 
 
-class VideoRequest(Frozen):
+class VideoRequest(Frozen, frozen=True):
     model: str
     prompt: str
     seconds: int = 4
@@ -213,7 +213,7 @@ class VideoState(enum.StrEnum):
     FAILED = "failed"
 
 
-class VideoResult(Frozen):
+class VideoResult(Frozen, frozen=True):
     data: bytes
     mime_type: str = "video/mp4"
 
@@ -236,7 +236,7 @@ class ApiKey(msgspec.Struct, kw_only=True):
     created_at: float = 0.0
 
 
-class Principal(Frozen):
+class Principal(Frozen, frozen=True):
     """The authenticated caller."""
 
     key_id: str
@@ -271,7 +271,7 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     created_at: float = 0.0
 
 
-class UsageSummary(Frozen):
+class UsageSummary(Frozen, frozen=True):
     model: str
     requests: int
     prompt_tokens: int
@@ -279,7 +279,7 @@ class UsageSummary(Frozen):
     cost: Decimal
 
 
-class StoredFile(Frozen):
+class StoredFile(Frozen, frozen=True):
     id: str
     key_id: str
     mime_type: str

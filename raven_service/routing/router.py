@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from raven_service.core.errors import UpstreamError
@@ -111,7 +111,7 @@ class Router:
         policies: dict[str, RetryPolicy] | None = None,
         breakers: CircuitBreakers | None = None,
         *,
-        sleep: Callable[[float], object] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self._providers = providers
