@@ -28,6 +28,7 @@ lint: $(STAMP)
 	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; fi
 	$(BIN)/python scripts/gen_protos.py --check
 	$(BIN)/ruff check .
+	$(BIN)/mypy raven_service gateway
 	$(BIN)/lint-imports
 
 test: lint

@@ -32,6 +32,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from litestar.types import ExceptionHandlersMap
 
 from gateway.encoding import encode
 
@@ -174,8 +175,8 @@ class ApiError(Exception):
         """The ``error`` object."""
         return ErrorDetail(message=self.message, type=self.type, code=self.code, param=self.param)
 
-    def to_response(self) -> Response[ErrorResponse]:
-        """The HTTP response."""
+    def to_response(self) -> Response[bytes]:
+        """The HTTP response (its body the encoded ErrorResponse)."""
         return Response(
             content=encode(ErrorResponse(error=self.detail())),
             status_code=self.status_code,
@@ -235,7 +236,7 @@ def _fallback_code(http_status: int) -> str | None:
 def _rich_status(exc: grpc.aio.AioRpcError) -> status_pb2.Status | None:
     """The ``google.rpc.Status`` of the call, or None when the service sent none."""
     try:
-        return rpc_status.from_call(exc)  # type: ignore[arg-type]
+        return rpc_status.from_call(exc)
     except (ValueError, TypeError):
         return None
 
@@ -321,12 +322,12 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> ApiError
     return ApiError(exc.status_code, exc.detail or "Invalid request.", headers=exc.headers)
 
 
-def handle_api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorResponse]:
+def handle_api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
     """Exception handler for ApiError."""
     return exc.to_response()
 
 
-def handle_rpc_error(request: Request[Any, Any, Any], exc: grpc.aio.AioRpcError) -> Response[ErrorResponse]:
+def handle_rpc_error(request: Request[Any, Any, Any], exc: grpc.aio.AioRpcError) -> Response[bytes]:
     """Exception handler for a gRPC call that failed (the service's answer or a transport failure)."""
     error = ApiError.from_rpc_error(exc)
     if error.status_code >= 500 and exc.code() != grpc.StatusCode.UNAVAILABLE:
@@ -334,18 +335,18 @@ def handle_rpc_error(request: Request[Any, Any, Any], exc: grpc.aio.AioRpcError)
     return error.to_response()
 
 
-def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     """Exception handler for Litestar's HTTP exceptions."""
     return _http_error(request, exc).to_response()
 
 
-def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Exception handler of last resort: a generic 500 (the traceback goes to the log only)."""
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return ApiError(500, _INTERNAL_MESSAGE, code="internal_error").to_response()
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ApiError: handle_api_error,
     grpc.aio.AioRpcError: handle_rpc_error,
     HTTPException: handle_http_exception,

@@ -85,8 +85,9 @@ class GatewayMetrics:
             try:
                 await app(scope, receive, send_with_id)
             finally:
-                method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-                route = scope.get("path_template") or "unmatched"  # type: ignore[misc]
+                # Litestar types scope["type"] as a ScopeType enum literal: `!= "http"` does not narrow.
+                method = scope["method"] if scope["method"] in _METHODS else "OTHER"  # type: ignore[typeddict-item]
+                route = scope.get("path_template") or "unmatched"
                 self.observe(route, method, status, perf_counter() - start)
 
         return observe_request

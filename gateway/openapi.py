@@ -7,7 +7,7 @@ from typing import Any, Final
 from litestar import Request, get
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 from litestar.response import Response
 
 from gateway.encoding import encode
@@ -16,7 +16,7 @@ from gateway.errors import ErrorResponse
 __all__ = ["BEARER", "ERROR_RESPONSES", "openapi_config", "openapi_json"]
 
 #: The security requirement of every /v1 route.
-BEARER: Final = [{"bearerAuth": []}]
+BEARER: Final[list[SecurityRequirement]] = [{"bearerAuth": []}]
 
 _ERRORS: Final = {
     400: "Malformed JSON, wrong JSON types, or a value the service rejects (OpenAI error body).",

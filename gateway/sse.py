@@ -122,7 +122,7 @@ async def open_stream(
     Raises:
         grpc.aio.AioRpcError: the call failed before its first message (answer with an HTTP error).
     """
-    stream = RpcStream(call, buffer=buffer)
+    stream: RpcStream[T] = RpcStream(call, buffer=buffer)
     try:
         first = await stream.next_batch(wait)
     except BaseException:

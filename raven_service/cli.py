@@ -13,10 +13,15 @@ import json
 import logging
 import sys
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from raven_service.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from raven_service.storage.postgres import PostgresStore
+    from raven_service.storage.sqlite import SqliteStore
 
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
@@ -24,7 +29,7 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
     return load_settings(args.config, overrides)
 
 
-def _store(settings: Settings):
+def _store(settings: Settings) -> SqliteStore | PostgresStore:
     from raven_service.server import open_store
 
     return open_store(settings)
@@ -146,8 +151,8 @@ async def _keys_revoke(args: argparse.Namespace) -> int:
 
 async def _db_upgrade(args: argparse.Namespace) -> int:
     store = _store(_settings(args))
-    applied = await store.upgrade()  # type: ignore[attr-defined]
-    version = await store.current_version()  # type: ignore[attr-defined]
+    applied = await store.upgrade()
+    version = await store.current_version()
     await store.close()
     print(f"applied migrations: {applied or 'none'}; schema version {version}")
     return 0

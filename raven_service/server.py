@@ -14,6 +14,7 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -54,6 +55,10 @@ from raven_service.providers.registry import build_providers
 from raven_service.routing.catalogue import Catalogue
 from raven_service.routing.router import CircuitBreakers, Router
 
+if TYPE_CHECKING:  # imported lazily at run time: the PostgreSQL backend pulls in asyncpg
+    from raven_service.storage.postgres import PostgresStore
+    from raven_service.storage.sqlite import SqliteStore
+
 log = logging.getLogger("raven.server")
 
 SERVICE_NAMES = (
@@ -68,7 +73,7 @@ SERVICE_NAMES = (
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings) -> SqliteStore | PostgresStore:
     if settings.database_url:
         from raven_service.storage.postgres import PostgresStore  # scale-out backend
 
@@ -231,7 +236,7 @@ def create_server(services: Services, address: str, *, reuse_port: bool = False,
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])
     health_servicer = register_servicers(services, server)
-    server.health = health_servicer  # type: ignore[attr-defined]
+    server.health = health_servicer
     s = services
     if s.settings.grpc_reflection:
         enable_reflection(server)
@@ -245,7 +250,7 @@ def create_server(services: Services, address: str, *, reuse_port: bool = False,
 
 async def mark_serving(server: grpc.aio.Server, serving: bool = True) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    hs = server.health  # type: ignore[attr-defined]
+    hs = server.health
     await hs.set("", status)
     for name in SERVICE_NAMES:
         await hs.set(name, status)
@@ -309,7 +314,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
     channel = None
     if not unix_link:  # the same servicer objects, called without a socket (see api/inproc.py)
         registry = HandlerRegistry()
-        register_servicers(services, registry, health_servicer=grpc_server.health)  # type: ignore[attr-defined]
+        register_servicers(services, registry, health_servicer=grpc_server.health)
         channel = InProcessChannel(registry)
     app = create_app(gw_settings, channel=channel, metrics_registry=services.metrics.registry)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="none",

@@ -41,6 +41,7 @@ class FilesController(Controller):
         """Stream the file's bytes with its MIME type (404 for unknown files and other keys' files)."""
         message = file_service_pb2.DownloadFileRequest(id=file_id)
         call = backend_of(request).files.DownloadFile(message, metadata=call_metadata(request))
+        stream: RpcStream[file_service_pb2.DownloadFileResponse]
         stream, first = await open_stream(call, None, buffer=_BUFFER)
         assert first is not None  # no timeout: the first batch always arrives
         headers = forwarded_headers(stream.initial_metadata)

@@ -15,6 +15,7 @@ from gateway.images.convert import images_from_proto, images_request
 from gateway.images.schemas import ImageGenerationRequest, ImagesResponse
 from gateway.openapi import ERROR_RESPONSES
 from gateway.urls import public_base_url
+from raven.v1 import image_service_pb2
 
 __all__ = ["ImagesController"]
 
@@ -41,5 +42,6 @@ class ImagesController(Controller):
     ) -> Response[ImagesResponse]:
         """Generate ``n`` images for a prompt (``b64_json`` or absolute ``url`` outputs)."""
         images = backend_of(request).images
+        reply: image_service_pb2.GenerateImagesResponse
         reply, headers = await unary(images.GenerateImages, images_request(data), call_metadata(request))
         return json_response(images_from_proto(reply, public_base_url(request)), headers)

@@ -34,6 +34,7 @@ class ModelsController(Controller):
     ) -> Response[ModelList]:
         """List the models the key can use."""
         message = model_service_pb2.ListModelsRequest(capability=capability or "")
+        reply: model_service_pb2.ListModelsResponse
         reply, headers = await unary(backend_of(request).models.ListModels, message, call_metadata(request))
         return json_response(ModelList(data=[model_from_proto(m) for m in reply.models]), headers)
 
@@ -41,5 +42,6 @@ class ModelsController(Controller):
     async def get_model(self, request: Request[Any, Any, Any], model_id: FromPath[str]) -> Response[Model]:
         """Retrieve one model by its slug (which may contain "/")."""
         message = model_service_pb2.GetModelRequest(id=model_id.lstrip("/"))
+        reply: model_service_pb2.GetModelResponse
         reply, headers = await unary(backend_of(request).models.GetModel, message, call_metadata(request))
         return json_response(model_from_proto(reply.model), headers)

@@ -32,5 +32,6 @@ class GenerationController(Controller):
     ) -> Response[GenerationResponse]:
         """Tokens, cost, latency, provider and status of one generation (the caller's own)."""
         message = usage_service_pb2.GetGenerationRequest(id=generation_id)
+        reply: usage_service_pb2.GetGenerationResponse
         reply, headers = await unary(backend_of(request).usage.GetGeneration, message, call_metadata(request))
         return json_response(GenerationResponse(data=generation_from_proto(reply.generation)), headers)

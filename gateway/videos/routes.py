@@ -48,6 +48,7 @@ class VideosController(Controller):
     ) -> Response[VideoGeneration]:
         """Submit a task; it starts ``queued``. Poll it with GET /v1/video/generations/{task_id}."""
         message = video_request(data, idempotency_key)
+        reply: video_service_pb2.CreateVideoGenerationResponse
         reply, headers = await unary(backend_of(request).videos.CreateVideoGeneration, message, call_metadata(request))
         return json_response(video_from_proto(reply.video_generation, public_base_url(request)), headers)
 
@@ -55,6 +56,7 @@ class VideosController(Controller):
     async def get_video(self, request: Request[Any, Any, Any], task_id: FromPath[str]) -> Response[VideoGeneration]:
         """The task's status, progress and, when completed, its output URLs."""
         message = video_service_pb2.GetVideoGenerationRequest(id=task_id)
+        reply: video_service_pb2.GetVideoGenerationResponse
         reply, headers = await unary(backend_of(request).videos.GetVideoGeneration, message, call_metadata(request))
         return json_response(video_from_proto(reply.video_generation, public_base_url(request)), headers)
 
@@ -67,6 +69,7 @@ class VideosController(Controller):
     ) -> Response[VideoGenerationList]:
         """The key's tasks, newest first."""
         message = video_service_pb2.ListVideoGenerationsRequest(page_size=limit or 0, page_token=page_token or "")
+        reply: video_service_pb2.ListVideoGenerationsResponse
         reply, headers = await unary(backend_of(request).videos.ListVideoGenerations, message, call_metadata(request))
         base = public_base_url(request)
         return json_response(

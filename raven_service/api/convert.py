@@ -151,8 +151,13 @@ def model(m: ModelInfo) -> model_pb2.Model:
 
 
 def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp, or None (field left unset) for a missing or zero time."""
     if not seconds:
         return None
+    return _timestamp(seconds)
+
+
+def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
     return ts
@@ -197,7 +202,7 @@ def video(t: VideoTask) -> video_pb2.VideoGeneration:
                  for fid, size in zip(t.file_ids, t.file_sizes, strict=False)],
     )
     if t.completed_at and t.state == VideoState.SUCCEEDED:
-        v.expire_time.CopyFrom(timestamp(t.completed_at + OUTPUT_TTL))
+        v.expire_time.CopyFrom(_timestamp(t.completed_at + OUTPUT_TTL))
     if t.state == VideoState.FAILED:
         v.error.CopyFrom(status_pb2.Status(code=code_pb2.UNAVAILABLE, message=t.error or "failed"))
     return v

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from raven_service.core.errors import InsufficientCredits, RateLimited, RavenError
-from raven_service.core.ports import Lease, Limiter, Store
+from raven_service.core.ports import Lease, Limiter, RpmDecision, Store
 from raven_service.core.types import Principal
-from raven_service.policy.ratelimit import RateInfo
 
 log = logging.getLogger("raven.admission")
 
@@ -22,7 +21,7 @@ class Ticket:
     """An admitted request: what must be released and settled when it ends."""
 
     principal: Principal
-    rate: RateInfo
+    rate: RpmDecision
     slot: Lease | None
     reserved: Decimal
     started: float = field(default_factory=time.monotonic)
@@ -36,8 +35,8 @@ class Admitter:
         self._limiter = limiter
         self._background: set[asyncio.Task[None]] = set()
 
-    async def peek(self, principal: Principal) -> RateInfo:
-        return await self._limiter.peek_rpm(principal.key_id, principal.rpm)  # type: ignore[return-value]
+    async def peek(self, principal: Principal) -> RpmDecision:
+        return await self._limiter.peek_rpm(principal.key_id, principal.rpm)
 
     async def attach_rate(self, exc: RavenError, principal: Principal) -> None:
         """Adds the caller's rate state to an error; never replaces the error (a limiter outage
@@ -49,7 +48,7 @@ class Admitter:
                 exc.rate = None
 
     async def admit(self, principal: Principal, worst_case_cost: Decimal) -> Ticket:
-        rate: RateInfo = await self._limiter.hit_rpm(principal.key_id, principal.rpm)  # type: ignore[assignment]
+        rate = await self._limiter.hit_rpm(principal.key_id, principal.rpm)
         if not rate.allowed:
             exc = RateLimited(
                 f"Rate limit reached: {principal.rpm} requests per minute. Retry after "

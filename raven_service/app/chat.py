@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -200,7 +200,9 @@ class ChatUseCase:
             dropped=adm.dropped,
         )
 
-    async def stream(self, adm: ChatAdmission) -> AsyncIterator[ChatEvent | Served | StreamFailed | StreamEnd]:
+    async def stream(
+        self, adm: ChatAdmission
+    ) -> AsyncGenerator[ChatEvent | Served | StreamFailed | StreamEnd, None]:
         """Yields provider events; a failure before the first event raises (the route chain is
         exhausted), a failure after it yields StreamFailed, then Finish('error') and a UsageReport.
         The usage record is written however the stream ends, including cancellation."""

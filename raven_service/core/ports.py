@@ -155,10 +155,22 @@ class Store(Protocol):
 
 # ------------------------------------------------------------------------------------ limits
 class RpmDecision(Protocol):
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_after: float  # seconds until the window resets
+    """The outcome of an RPM check. Read-only members, so frozen dataclasses (and any object with
+    plain attributes) conform."""
+
+    @property
+    def allowed(self) -> bool: ...
+
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def remaining(self) -> int: ...
+
+    @property
+    def reset_after(self) -> float:
+        """Seconds until the window resets."""
+        ...
 
 
 class Lease(Protocol):

@@ -153,7 +153,7 @@ class _ResettingHTTPConnection(httpcore.AsyncHTTPConnection):
     ``self._connection``; this property catches the assignment and gives the brand-new (not yet
     used) object the subclass, which adds behaviour only, no state."""
 
-    @property  # type: ignore[override]
+    @property
     def _connection(self) -> httpcore.AsyncConnectionInterface | None:
         return self.__dict__.get("_connection")
 
@@ -241,14 +241,21 @@ class H2UpstreamResponse(UpstreamResponse):
 
     __slots__ = ("_chunks", "_closed", "_eof")
 
+    # The base class's slots, holding the httpx twins of its aiohttp objects (deliberately the same
+    # slots: adapters see one interface). Annotations only: no class attributes, so no slot clash.
+    _client: H2UpstreamClient
+    _resp: httpx.Response  # type: ignore[assignment]  # deliberate: an httpx response in the aiohttp slot
+    _content: None  # type: ignore[assignment]  # unused here: httpx has no aiohttp StreamReader
+    headers: httpx.Headers  # type: ignore[assignment]  # deliberate: httpx headers in the aiohttp slot
+
     def __init__(self, client: H2UpstreamClient, resp: httpx.Response, deadline: float) -> None:
         self._client = client
-        self._resp = resp  # type: ignore[assignment]
-        self._content = None  # type: ignore[assignment]
+        self._resp = resp
+        self._content = None
         self._deadline = deadline  # loop time by which the first body byte must arrive
         self._first = True
         self.status = resp.status_code
-        self.headers = resp.headers  # type: ignore[assignment]
+        self.headers = resp.headers
         self._chunks: AsyncIterator[bytes] = resp.aiter_bytes()  # decoded (gzip, deflate ...)
         self._eof = False
         self._closed = False
@@ -334,7 +341,7 @@ class H2UpstreamResponse(UpstreamResponse):
         # RuntimeError: the iterator is running in another task or already failed; closing the
         # response below is what releases (or cancels) the stream anyway.
         with contextlib.suppress(RuntimeError, httpx.HTTPError, OSError):
-            await self._chunks.aclose()  # type: ignore[attr-defined]
+            await self._chunks.aclose()  # type: ignore[attr-defined]  # an async generator; httpx says AsyncIterator
         with contextlib.suppress(httpx.HTTPError, OSError):
             await self._resp.aclose()
 
@@ -477,7 +484,7 @@ class H2UpstreamClient(UpstreamClient):
             pass  # map the status with whatever part of the body arrived
         finally:
             with contextlib.suppress(RuntimeError, httpx.HTTPError, OSError):
-                await chunks.aclose()  # type: ignore[attr-defined]
+                await chunks.aclose()  # type: ignore[attr-defined]  # an async generator; httpx says AsyncIterator
             with contextlib.suppress(httpx.HTTPError, OSError):
                 await resp.aclose()  # cancels the stream if the body did not end
         body_bytes = b"".join(parts)[:error_limit]

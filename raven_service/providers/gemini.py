@@ -237,8 +237,8 @@ def _image_part(url: str) -> dict[str, Any]:
             else:
                 data = base64.b64encode(unquote_to_bytes(payload)).decode()
             return {"inlineData": {"mimeType": mime or DEFAULT_IMAGE_MIME, "data": data}}
-    mime, _ = mimetypes.guess_type(urlsplit(url).path)
-    return {"fileData": {"mimeType": mime or DEFAULT_IMAGE_MIME, "fileUri": url}}
+    guessed, _ = mimetypes.guess_type(urlsplit(url).path)
+    return {"fileData": {"mimeType": guessed or DEFAULT_IMAGE_MIME, "fileUri": url}}
 
 
 def _part(p: ContentPart) -> dict[str, Any] | None:
