@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from raven_service.core.errors import UpstreamError
-from raven_service.core.types import ChatEvent
+from raven_service.core.types import ChatEvent, ChatResult, Finish, TextDelta, ToolCallDelta, UsageReport
 from raven_service.providers._http import UpstreamResponse
 from raven_service.providers._sse import SSEDecoder, SSEError, SSEEvent
 
@@ -72,3 +72,17 @@ async def next_batch(provider: str, resp: UpstreamResponse, state: StreamState,
         state.error = exc  # hand out what arrived before the failure first
     batch, state.out = state.out, []
     return batch
+
+
+def result_events(result: ChatResult) -> list[ChatEvent]:
+    """A whole completion as stream events (an upstream that answered a stream request with one
+    JSON body)."""
+    events: list[ChatEvent] = []
+    if result.content:
+        events.append(TextDelta(text=result.content))
+    for i, call in enumerate(result.tool_calls):
+        events.append(ToolCallDelta(index=i, id=call.id, name=call.name, arguments=call.arguments))
+    events.append(Finish(reason=result.finish_reason, native=result.native_finish_reason))
+    events.append(UsageReport(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                              estimated=result.usage_estimated))
+    return events

@@ -61,7 +61,7 @@ from raven_service.core.types import (
 )
 from raven_service.providers._http import UpstreamClient, error_from_payload, scrub
 from raven_service.providers._sse import SSEDecoder, SSEEvent
-from raven_service.providers._stream import next_batch
+from raven_service.providers._stream import next_batch, result_events
 
 __all__ = ["OpenAICompatProvider", "VideoStatus", "chat_body", "create", "normalise_finish"]
 
@@ -437,19 +437,6 @@ class _StreamState:
         return finish, UsageReport(prompt_tokens=prompt, completion_tokens=completion, estimated=True)
 
 
-def _result_events(result: ChatResult) -> list[ChatEvent]:
-    """A whole completion as stream events (for an upstream that ignored ``stream``)."""
-    events: list[ChatEvent] = []
-    if result.content:
-        events.append(TextDelta(text=result.content))
-    for i, call in enumerate(result.tool_calls):
-        events.append(ToolCallDelta(index=i, id=call.id, name=call.name, arguments=call.arguments))
-    events.append(Finish(reason=result.finish_reason, native=result.native_finish_reason))
-    events.append(UsageReport(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                              estimated=result.usage_estimated))
-    return events
-
-
 @dataclass(slots=True)
 class VideoStatus:
     """An upstream video job's state (satisfies `core.ports.VideoPoll`)."""
@@ -591,7 +578,7 @@ class OpenAICompatProvider:
         resp = await self._http.send("POST", self._chat_url, headers=headers, body=body)
         try:
             if resp.content_type == "application/json":  # the upstream ignored "stream": true
-                for event in _result_events(self._result(req.request, await resp.read(_MAX_BODY))):
+                for event in result_events(self._result(req.request, await resp.read(_MAX_BODY))):
                     yield event
                 return
             state = _StreamState(self.name, self._http.secrets)
