@@ -165,7 +165,7 @@ def register_servicers(services: Services, target, health_servicer=None):
     s = services
     chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(s.auth, s.chat), target)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(s.auth, s.catalogue, s.admitter), target)
-    image_service_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(s.auth, s.images), target)
+    image_service_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(s.auth, s.images, s.admitter), target)
     video_service_pb2_grpc.add_VideoServiceServicer_to_server(VideoServicer(s.auth, s.videos, s.admitter), target)
     file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(s.auth, s.files, s.admitter), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(s.auth, s.keys), target)

@@ -53,9 +53,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):
-    def __init__(self, auth: Authenticator, images: ImageUseCase) -> None:
+    def __init__(self, auth: Authenticator, images: ImageUseCase, admitter: Admitter) -> None:
         self._auth = auth
         self._images = images
+        self._admitter = admitter
 
     async def GenerateImages(self, request: image_service_pb2.GenerateImagesRequest, context):
         principal = await authenticate(self._auth, context)
@@ -72,6 +73,7 @@ class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):
         except RavenError as exc:
             await abort(context, exc)
             raise
+        set_rate_trailer(context, await self._admitter.peek(principal))
         data = [
             image_service_pb2.GeneratedImage(b64_json="" if url else base64.b64encode(png).decode(), url=url,
                                              revised_prompt=revised)
@@ -114,6 +116,7 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
             await self._admitter.attach_rate(exc, principal)
             await abort(context, exc)
             raise
+        set_rate_trailer(context, await self._admitter.peek(principal))
         return video_service_pb2.CreateVideoGenerationResponse(video_generation=convert.video(task))
 
     async def GetVideoGeneration(self, request, context):
@@ -132,8 +135,10 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
         try:
             tasks, token = await self._videos.list(principal, request.page_size, request.page_token)
         except RavenError as exc:
+            await self._admitter.attach_rate(exc, principal)
             await abort(context, exc)
             raise
+        set_rate_trailer(context, await self._admitter.peek(principal))
         return video_service_pb2.ListVideoGenerationsResponse(
             video_generations=[convert.video(t) for t in tasks], next_page_token=token)
 

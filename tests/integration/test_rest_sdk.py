@@ -224,3 +224,36 @@ async def test_errors_surface_as_the_sdks_exception_classes(rest):
     with pytest.raises(openai.BadRequestError) as ei:
         await client.images.generate(model=CHAT, prompt="x")
     assert ei.value.code == "model_not_supported"
+
+
+async def test_every_authenticated_route_carries_rate_limit_headers(rest):
+    """SPEC §3: x-ratelimit-* on every authenticated /v1 response, successes and errors alike."""
+    auth = rest.auth()
+    chat = await rest.http.post("/v1/chat/completions", headers=auth,
+                                json={"model": CHAT, "messages": [{"role": "user", "content": "echo: a"}]})
+    image = await rest.http.post("/v1/images/generations", headers=auth,
+                                 json={"model": "raven/local-image", "prompt": "x", "size": "256x256",
+                                       "response_format": "url"})
+    video = await rest.http.post("/v1/video/generations", headers=auth,
+                                 json={"model": "raven/local-video", "prompt": "x", "seconds": 1, "size": "64x64"})
+    task_id = video.json()["id"]
+    responses = {
+        "chat": chat, "image": image, "video create": video,
+        "models": await rest.http.get("/v1/models", headers=auth),
+        "model": await rest.http.get(f"/v1/models/{CHAT}", headers=auth),
+        "video get": await rest.http.get(f"/v1/video/generations/{task_id}", headers=auth),
+        "video list": await rest.http.get("/v1/video/generations", headers=auth),
+        "file": await rest.http.get(image.json()["data"][0]["url"], headers=auth),
+        "generation": await rest.http.get("/v1/generation", params={"id": chat.json()["id"]}, headers=auth),
+        "400": await rest.http.post("/v1/chat/completions", headers=auth,
+                                    json={"model": CHAT, "messages": [{"role": "user", "content": "x"}], "top_p": 0}),
+        "404 model": await rest.http.get("/v1/models/no/such", headers=auth),
+        "404 task": await rest.http.get("/v1/video/generations/vid-nope", headers=auth),
+        "400 image": await rest.http.post("/v1/images/generations", headers=auth,
+                                          json={"model": "raven/local-image", "prompt": "x", "size": "1x1"}),
+    }
+    for name, r in responses.items():
+        assert r.status_code < 500, (name, r.status_code)
+        assert r.headers.get("x-ratelimit-limit-requests") == "10000", (name, dict(r.headers))
+        assert int(r.headers["x-ratelimit-remaining-requests"]) <= 10000, name
+        assert r.headers["x-ratelimit-reset-requests"].endswith("s"), name
