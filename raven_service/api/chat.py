@@ -87,6 +87,8 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         base: _ChunkBase = {"id": adm.id, "model": adm.model.id, "created": adm.created}
         first = True
         provider = ""
+        failed: StreamFailed | None = None
+        failed_native = ""
         events = self._chat.stream(adm)
         try:
             async for ev in events:
@@ -106,20 +108,27 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
                         tc.arguments = ev.arguments
                     choice = Choice(index=0, delta=Delta(tool_calls=[tc]))
                 elif type(ev) is Finish:
+                    if failed is not None:
+                        failed_native = ev.native
+                        continue
                     choice = Choice(index=0, delta=Delta(), finish_reason=ev.reason,
                                     native_finish_reason=ev.native)
                 elif type(ev) is Served:
                     provider = ev.provider
                     continue
                 elif type(ev) is StreamFailed:
-                    yield Response(**base, error=chat_service_pb2.StreamError(
-                        message=ev.message, type="api_error", code=ev.code),
-                        choices=[Choice(index=0, delta=Delta(), finish_reason="error",
-                                        native_finish_reason="")])
+                    failed = ev  # reported in the final message, together with the usage
                     continue
                 elif type(ev) is StreamEnd:
-                    yield Response(**base, choices=[], usage=convert.usage(
-                        ev.usage.prompt_tokens, ev.usage.completion_tokens, ev.cost, ev.usage.estimated))
+                    usage = convert.usage(ev.usage.prompt_tokens, ev.usage.completion_tokens, ev.cost,
+                                          ev.usage.estimated)
+                    if failed is None:
+                        yield Response(**base, choices=[], usage=usage)
+                    else:  # the stream ends with ONE chunk: finish_reason "error", the error and the usage
+                        yield Response(**base, usage=usage, error=chat_service_pb2.StreamError(
+                            message=failed.message, type="api_error", code=failed.code),
+                            choices=[Choice(index=0, delta=Delta(), finish_reason="error",
+                                            native_finish_reason=failed_native)])
                     continue
                 else:
                     continue

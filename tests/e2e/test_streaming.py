@@ -117,9 +117,10 @@ def test_upstream_failure_mid_stream_ends_with_error_chunk(served, upstream):
 
     events = [json.loads(line[6:]) for line in lines[:-1]]
     failing = [e for e in events if e.get("error")]
-    assert failing, events
+    assert len(failing) == 1 and failing[0] is events[-1], events  # the stream ends with that chunk
     assert failing[0]["choices"][0]["finish_reason"] == "error"
     assert set(failing[0]["error"]) >= {"message", "type", "code"}
+    assert failing[0]["usage"]["completion_tokens"] >= 1  # usage is in the final chunk, always
     assert "sk-upstream-secret" not in "".join(lines)
     data = _generation(served, events[0]["id"], served.key)
     assert data["status"] == "failed"
