@@ -12,11 +12,12 @@ ending a stream are the same for all of them and live here once:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from raven_service.core.errors import UpstreamError
 from raven_service.core.types import ChatEvent, ChatResult, Finish, TextDelta, ToolCallDelta, UsageReport
-from raven_service.providers._http import UpstreamResponse
+from raven_service.providers._http import UpstreamResponse, scrub
 from raven_service.providers._sse import SSEDecoder, SSEError, SSEEvent
 
 
@@ -34,6 +35,25 @@ class StreamState(Protocol):
     def on_event(self, event: SSEEvent) -> None: ...
 
     def malformed(self, what: str) -> UpstreamError: ...
+
+
+class StreamStateBase:
+    """The bookkeeping every adapter's per-stream state shares (subclasses add the translation)."""
+
+    __slots__ = ("done", "emitted", "error", "out", "provider", "secrets")
+
+    def __init__(self, provider: str, secrets: Sequence[str]) -> None:
+        self.provider = provider
+        self.secrets = secrets
+        self.out: list[ChatEvent] = []
+        self.done = False  # the stream is over
+        self.emitted = False  # any event handed out (or about to be)
+        self.error: UpstreamError | None = None  # raised after the events that preceded it
+
+    def malformed(self, what: str) -> UpstreamError:
+        return UpstreamError(
+            scrub(f"upstream {self.provider!r} sent {what}", self.secrets), provider=self.provider, retryable=False
+        )
 
 
 async def next_batch(provider: str, resp: UpstreamResponse, state: StreamState,

@@ -77,9 +77,9 @@ from raven_service.core.types import (
     ToolCallDelta,
     UsageReport,
 )
-from raven_service.providers._http import UpstreamClient, error_from_payload, scrub
+from raven_service.providers._http import UpstreamClient, error_from_payload
 from raven_service.providers._sse import SSEDecoder, SSEEvent
-from raven_service.providers._stream import next_batch, result_events
+from raven_service.providers._stream import StreamStateBase, next_batch, result_events
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -391,18 +391,13 @@ class _Call:
         self.args: list[str] = []
 
 
-class _StreamState:
+class _StreamState(StreamStateBase):
     """Per-stream translation state: Anthropic events in, core events out (into `out`)."""
 
-    __slots__ = (
-        "cache_creation", "cache_read", "calls", "done", "emitted", "error", "input_tokens", "out",
-        "output_tokens", "provider", "secrets", "stop_reason", "text",
-    )
+    __slots__ = ("cache_creation", "cache_read", "calls", "input_tokens", "output_tokens", "stop_reason", "text")
 
     def __init__(self, provider: str, secrets: Sequence[str]) -> None:
-        self.provider = provider
-        self.secrets = secrets
-        self.out: list[ChatEvent] = []
+        super().__init__(provider, secrets)
         self.text: list[str] = []
         self.calls: dict[int, _Call] = {}  # Anthropic block index -> call
         self.input_tokens: int | None = None
@@ -410,9 +405,6 @@ class _StreamState:
         self.cache_read = 0
         self.output_tokens: int | None = None
         self.stop_reason: str | None = None
-        self.done = False  # message_stop seen
-        self.emitted = False  # any event handed out (or about to be)
-        self.error: UpstreamError | None = None  # raised after the events that preceded it
 
     @property
     def finished(self) -> bool:
@@ -420,11 +412,6 @@ class _StreamState:
 
     def on_event(self, event: SSEEvent) -> None:
         self.handle(event.event, event.data)
-
-    def malformed(self, what: str) -> UpstreamError:
-        return UpstreamError(
-            scrub(f"upstream {self.provider!r} sent {what}", self.secrets), provider=self.provider, retryable=False
-        )
 
     def failed(self, error: Any) -> UpstreamError:
         """The error for an ``error`` event; never retryable once events went out."""

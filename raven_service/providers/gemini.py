@@ -108,9 +108,9 @@ from raven_service.core.types import (
     ToolCallDelta,
     UsageReport,
 )
-from raven_service.providers._http import UpstreamClient, error_from_payload, scrub
+from raven_service.providers._http import UpstreamClient, error_from_payload
 from raven_service.providers._sse import SSEDecoder, SSEEvent
-from raven_service.providers._stream import next_batch
+from raven_service.providers._stream import StreamStateBase, next_batch
 
 __all__ = [
     "SKIP_SIGNATURE",
@@ -406,29 +406,21 @@ def mint_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-class _Translation:
+class _Translation(StreamStateBase):
     """Per-request translation state: Gemini responses in, core events out (into `out`).
 
     Used for whole responses (unary) and for stream chunks alike."""
 
-    __slots__ = (
-        "blocked", "calls", "done", "emitted", "error", "finish_native", "out", "provider", "secrets", "signatures",
-        "text", "usage",
-    )
+    __slots__ = ("blocked", "calls", "finish_native", "signatures", "text", "usage")
 
     def __init__(self, provider: str, secrets: Sequence[str], signatures: ThoughtSignatures | None) -> None:
-        self.provider = provider
-        self.secrets = secrets
+        super().__init__(provider, secrets)
         self.signatures = signatures
-        self.out: list[ChatEvent] = []
         self.text: list[str] = []
         self.calls: list[ToolCall] = []
         self.usage: _Usage | None = None
         self.finish_native: str | None = None
         self.blocked: str | None = None  # promptFeedback.blockReason of a response without candidates
-        self.done = False  # the stream is over
-        self.emitted = False  # any event handed out (or about to be)
-        self.error: UpstreamError | None = None  # raised after the events that preceded it
 
     @property
     def finished(self) -> bool:
@@ -436,11 +428,6 @@ class _Translation:
 
     def on_event(self, event: SSEEvent) -> None:
         self.handle_data(event.data)
-
-    def malformed(self, what: str) -> UpstreamError:
-        return UpstreamError(
-            scrub(f"upstream {self.provider!r} sent {what}", self.secrets), provider=self.provider, retryable=False
-        )
 
     def failed(self, error: Any) -> UpstreamError:
         """The error for an ``error`` object; never retryable once events went out."""

@@ -59,9 +59,9 @@ from raven_service.core.types import (
     VideoResult,
     VideoState,
 )
-from raven_service.providers._http import UpstreamClient, error_from_payload, scrub
+from raven_service.providers._http import UpstreamClient, error_from_payload
 from raven_service.providers._sse import SSEDecoder, SSEEvent
-from raven_service.providers._stream import next_batch, result_events
+from raven_service.providers._stream import StreamStateBase, next_batch, result_events
 
 __all__ = ["OpenAICompatProvider", "VideoStatus", "chat_body", "create", "normalise_finish"]
 
@@ -311,22 +311,17 @@ class _Call:
         self.args: list[str] = []
 
 
-class _StreamState:
+class _StreamState(StreamStateBase):
     """Per-stream translation state: upstream chunks in, core events out (into `out`)."""
 
-    __slots__ = ("calls", "done", "emitted", "error", "finish_native", "out", "provider", "secrets", "text", "usage")
+    __slots__ = ("calls", "finish_native", "text", "usage")
 
     def __init__(self, provider: str, secrets: Sequence[str]) -> None:
-        self.provider = provider
-        self.secrets = secrets
-        self.out: list[ChatEvent] = []
+        super().__init__(provider, secrets)
         self.text: list[str] = []
         self.calls: dict[int, _Call] = {}
         self.usage: _Usage | None = None
         self.finish_native: str | None = None
-        self.done = False  # [DONE] seen
-        self.emitted = False  # any event handed out (or about to be)
-        self.error: UpstreamError | None = None  # raised after the events that preceded it
 
     @property
     def finished(self) -> bool:
@@ -334,11 +329,6 @@ class _StreamState:
 
     def on_event(self, event: SSEEvent) -> None:
         self.handle(event.event, event.data)
-
-    def malformed(self, what: str) -> UpstreamError:
-        return UpstreamError(
-            scrub(f"upstream {self.provider!r} sent {what}", self.secrets), provider=self.provider, retryable=False
-        )
 
     def failed(self, error: Any) -> UpstreamError:
         """The error for an `error` payload; never retryable once events went out."""
