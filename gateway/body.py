@@ -24,7 +24,19 @@ if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
     from litestar.openapi.spec import Reference, Schema
 
-__all__ = ["StrictJSON", "extra_fields", "parse_body"]
+__all__ = [
+    "MAX_JSON_CONTAINERS",
+    "MAX_JSON_DEPTH",
+    "StrictJSON",
+    "check_depth",
+    "extra_fields",
+    "json_depth_exceeds",
+    "json_shape_error",
+    "parse_body",
+]
+
+#: The deepest nesting of arrays and objects a request body may have (SPEC §10).
+MAX_JSON_DEPTH = 64
 
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
@@ -34,6 +46,59 @@ _TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ANY = msgspec.json.Decoder()
 _LOCATED = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+#: A JSON string literal (possessive: linear time, no backtracking on long strings).
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+#: The most arrays and objects one body may hold: decoding builds one Python object each, on the
+#: event loop, so a 10 MiB body of ``[[],[],...]`` would otherwise stall every other request for
+#: seconds. Generous for real requests (10,000 messages and 512 tool schemas fit).
+MAX_JSON_CONTAINERS = 200_000
+#: Every byte except the four brackets (deleted by bytes.translate); openers -> 0x01, closers -> 0xff.
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKETS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
+_RUNS = re.compile(rb"\x01+|\xff+")
+
+
+def json_shape_error(raw: bytes, max_depth: int = MAX_JSON_DEPTH,
+                     max_containers: int = MAX_JSON_CONTAINERS) -> str | None:
+    """Why the JSON text ``raw`` is too deep or too big to decode, or None.
+
+    A scan at C speed before any decoding (so no decoder recurses or allocates on hostile input):
+    string literals are removed, every byte but the brackets is deleted, and the depth is the
+    largest running sum over the runs of openers and closers. Malformed text is judged by the same
+    rule (the decoder rejects it afterwards anyway).
+    """
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return None
+    brackets = _STRING.sub(b"", raw).translate(_BRACKETS, _NOT_BRACKETS)
+    if brackets.count(1) > max_containers:
+        return f"The JSON body has too many arrays and objects (at most {max_containers:,})."
+    depth = deepest = 0
+    for run in _RUNS.findall(brackets):
+        if run[0] == 1:
+            depth += len(run)
+            if depth > deepest:
+                deepest = depth
+        else:
+            depth -= len(run)
+    if deepest > max_depth:
+        return f"The JSON body is nested too deeply (at most {max_depth} levels of arrays and objects)."
+    return None
+
+
+def json_depth_exceeds(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the arrays/objects of ``raw`` nest deeper than ``limit``."""
+    return json_shape_error(raw, limit, max_containers=len(raw)) is not None
+
+
+def check_depth(raw: bytes) -> None:
+    """Raises the 400 for a body nested deeper than MAX_JSON_DEPTH or holding too many containers."""
+    if (why := json_shape_error(raw)) is not None:
+        raise ApiError(400, why, code="invalid_value")
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, f"The JSON body is nested too deeply (at most {MAX_JSON_DEPTH} levels of arrays and objects).",
+                    code="invalid_value")
 
 
 @cache
@@ -48,6 +113,7 @@ def parse_body(raw: bytes, model_type: type[S]) -> S:
         ApiError: 400 for malformed JSON, a non-object body, a missing field or a wrong type.
     """
     keeps_extra = model_type.__struct_config__.dict
+    check_depth(raw)
     try:
         top = _TOP_LEVEL.decode(raw) if keeps_extra else None
         value = _decoder(model_type).decode(raw)
@@ -57,6 +123,8 @@ def parse_body(raw: bytes, model_type: type[S]) -> S:
             setattr(value, _EXTRA_ATTR, extra)
     except msgspec.ValidationError as exc:
         raise _schema_error(str(exc)) from None
+    except RecursionError:  # unreachable after check_depth; never a 500 all the same
+        raise _too_deep() from None
     except msgspec.DecodeError as exc:
         raise ApiError(
             400,

@@ -39,6 +39,7 @@ from raven.v1 import (
 from raven_service.accounting.usage import UsageWriter
 from raven_service.api.accounts import KeyServicer, UsageServicer
 from raven_service.api.chat import ChatServicer
+from raven_service.api.guard import RequestGuard, core_limit
 from raven_service.api.inproc import HandlerRegistry, InProcessChannel
 from raven_service.api.media import FileServicer, ImageServicer, ModelServicer, VideoServicer
 from raven_service.app.accounts import KeyAdmin, UsageQueries
@@ -230,8 +231,8 @@ def create_server(services: Services, address: str, *, reuse_port: bool = False,
                   local_address: str | None = None) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server with every servicer, health and reflection, bound to `address`
     ("127.0.0.1:0" picks a free port). Returns the server (not started) and the bound port."""
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
+    server = grpc.aio.server(interceptors=[RequestGuard(services.settings.max_body_bytes)], options=[
+        ("grpc.max_receive_message_length", core_limit(services.settings.max_body_bytes)),
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])

@@ -6,6 +6,7 @@ import logging
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, EncodeError
 from msgspec import UNSET
 
 from gateway.body import extra_fields
@@ -39,6 +40,11 @@ logger = logging.getLogger("raven.gateway")
 
 M = TypeVar("M", chat_service_pb2.CreateChatCompletionRequest, chat_service_pb2.StreamChatCompletionRequest)
 
+#: The deepest JSON value a google.protobuf.Struct field may carry (tool parameters, a response
+#: schema, extra body fields): each object level costs protobuf three message levels and its
+#: decoders stop at 100, so deeper values could not cross the wire. Also the schema limit (SPEC §10).
+MAX_STRUCT_DEPTH = 32
+
 #: Optional scalar fields copied as they are when present.
 _SCALARS = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "user")
 
@@ -54,8 +60,34 @@ def chat_request(body: ChatCompletionRequest, message_type: type[M]) -> M:
     """
     try:
         return message_type(**_request_fields(body))
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ApiError(400, f"Invalid request: {exc}", code="invalid_value") from None
+    except (ValueError, TypeError, OverflowError, DecodeError, EncodeError, RecursionError):
+        raise ApiError(400, "Invalid request: a value cannot be represented.", code="invalid_value") from None
+
+
+def _depth(value: Any) -> int:
+    """The nesting depth of a JSON value (a scalar is 0, ``{}`` is 1), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def _struct_value(value: dict[str, Any], param: str) -> dict[str, Any]:
+    """``value`` if a google.protobuf.Struct can carry it, else the 400 naming ``param``."""
+    if _depth(value) > MAX_STRUCT_DEPTH:
+        raise ApiError(400, f"'{param}' is nested too deeply (at most {MAX_STRUCT_DEPTH} levels).",
+                       code="invalid_value", param=param)
+    return value
 
 
 def _request_fields(body: ChatCompletionRequest) -> dict[str, Any]:
@@ -70,7 +102,7 @@ def _request_fields(body: ChatCompletionRequest) -> dict[str, Any]:
     if body.stop is not None:
         fields["stop"] = [body.stop] if isinstance(body.stop, str) else body.stop
     if body.tools:
-        fields["tools"] = [_tool(tool) for tool in body.tools]
+        fields["tools"] = [_tool(tool, i) for i, tool in enumerate(body.tools)]
     if body.tool_choice is not None:
         choice = body.tool_choice
         fields["tool_choice"] = (
@@ -83,6 +115,8 @@ def _request_fields(body: ChatCompletionRequest) -> dict[str, Any]:
     if body.models:
         fields["models"] = body.models
     if extra := extra_fields(body):
+        for key, value in extra.items():
+            _struct_value({key: value}, key)
         fields["extra_body"] = extra
     return fields
 
@@ -122,13 +156,13 @@ def _part(part: ContentPart) -> chat_pb2.ContentPart:
     return proto
 
 
-def _tool(tool: ToolDefinition) -> chat_pb2.Tool:
+def _tool(tool: ToolDefinition, index: int) -> chat_pb2.Tool:
     function = tool.function
     proto = chat_pb2.Tool(type=tool.type, name=function.name)
     if function.description is not None:
         proto.description = function.description
     if function.parameters is not None:
-        proto.parameters.update(function.parameters)
+        proto.parameters.update(_struct_value(function.parameters, f"tools[{index}].function.parameters"))
     if function.strict is not None:
         proto.strict = function.strict
     return proto
@@ -141,7 +175,7 @@ def _response_format(fmt: ResponseFormat) -> chat_pb2.ResponseFormat:
         if spec.description is not None:
             proto.json_schema.description = spec.description
         if spec.schema is not None:
-            proto.json_schema.schema.update(spec.schema)
+            proto.json_schema.schema.update(_struct_value(spec.schema, "response_format.json_schema.schema"))
         if spec.strict is not None:
             proto.json_schema.strict = spec.strict
     return proto

@@ -27,15 +27,12 @@ _CODES: list[tuple[type[e.RavenError], int]] = [
     (e.NotFound, code_pb2.NOT_FOUND),
     (e.RateLimited, code_pb2.RESOURCE_EXHAUSTED),
     (e.InsufficientCredits, code_pb2.RESOURCE_EXHAUSTED),
-    (e.PayloadTooLarge, code_pb2.RESOURCE_EXHAUSTED),
+    (e.PayloadTooLarge, code_pb2.INVALID_ARGUMENT),  # reason PAYLOAD_TOO_LARGE: HTTP 413
     (e.UpstreamTimeout, code_pb2.DEADLINE_EXCEEDED),
     (e.UpstreamError, code_pb2.UNAVAILABLE),
     (e.Unavailable, code_pb2.UNAVAILABLE),
 ]
 
-# Upstream statuses that mean "this request is wrong" (surface as 400), unlike 401/403/404 (our upstream
-# credentials or model name: a broken route) or 5xx/429 (upstream trouble) which stay UNAVAILABLE (502).
-_UPSTREAM_REQUEST_ERRORS = frozenset({400, 413, 422})
 
 
 def _pack(msg) -> any_pb2.Any:
@@ -61,8 +58,13 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         return status_pb2.Status(code=code_pb2.INTERNAL, message="Internal error.", details=[
             _pack(error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=DOMAIN))])
     code = next(c for cls, c in _CODES if isinstance(exc, cls)) if type(exc) is not e.RavenError else code_pb2.INTERNAL
-    if isinstance(exc, e.UpstreamError) and exc.status in _UPSTREAM_REQUEST_ERRORS and not exc.retryable:
-        code = code_pb2.INVALID_ARGUMENT  # the upstream rejected the request itself: the caller's 4xx, not a 502
+    if isinstance(exc, e.UpstreamError):
+        # The adapter's classification is the only thing acted on: a rejected request is the caller's
+        # 4xx; a broken route or a transient failure stays UNAVAILABLE (502) / DEADLINE_EXCEEDED (504).
+        # exc.message is already the client-facing text; the detail goes to the log only.
+        if exc.kind == e.REJECTED:
+            code = code_pb2.INVALID_ARGUMENT
+        log.warning("upstream %s failure (%s): %s", exc.kind, exc.provider or "-", exc.detail)
     info = error_details_pb2.ErrorInfo(reason=exc.code.upper(), domain=DOMAIN)
     if isinstance(exc, e.UpstreamError) and exc.provider:
         info.metadata["provider"] = exc.provider

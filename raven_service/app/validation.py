@@ -5,11 +5,26 @@ from __future__ import annotations
 import math
 import re
 
+from typing import Any
+
 from raven_service.core.errors import InvalidArgument
 from raven_service.core.types import ROLES, ChatRequest
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_STOP = 4
+
+# Request size limits (SPEC §10).
+MAX_MESSAGES = 10_000
+MAX_TOOLS = 512
+# JSON Schema limits (SPEC §10), for tools[].function.parameters and response_format's schema.
+MAX_SCHEMA_DEPTH = 32
+MAX_SCHEMA_NODES = 10_000
+MAX_SCHEMA_COUNT = 10_000  # minItems / minLength / minProperties / minContains and regex {n} repeats
+MAX_PATTERN_CHARS = 1_000
+_COUNT_KEYWORDS = ("minItems", "minLength", "minProperties", "minContains")
+_PATTERN_KEYWORDS = ("pattern",)
+#: A regex repetition {n}, {n,} or {n,m}, with its numbers.
+_REPEAT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
 
 
 def _range(value: float | None, param: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
@@ -27,6 +42,12 @@ def validate_chat(req: ChatRequest) -> None:
     if not req.messages:
         raise InvalidArgument("'messages' must contain at least one message.", param="messages",
                               code="invalid_value")
+    if len(req.messages) > MAX_MESSAGES:
+        raise InvalidArgument(f"'messages' holds {len(req.messages)} messages; at most {MAX_MESSAGES:,} are allowed.",
+                              param="messages", code="invalid_value")
+    if len(req.tools) > MAX_TOOLS:
+        raise InvalidArgument(f"'tools' holds {len(req.tools)} tools; at most {MAX_TOOLS} are allowed.",
+                              param="tools", code="invalid_value")
     _validate_messages(req)
     _validate_sampling(req)
     _validate_tools(req)
@@ -84,6 +105,8 @@ def _validate_tools(req: ChatRequest) -> None:
         if tool.parameters is not None and not isinstance(tool.parameters, dict):
             raise InvalidArgument(f"'tools[{i}].function.parameters' must be an object.",
                                   param=f"tools[{i}].function.parameters", code="invalid_value")
+        if tool.parameters is not None:
+            validate_schema(tool.parameters, f"tools[{i}].function.parameters")
         names.add(tool.name)
     choice = req.tool_choice
     if choice is not None:
@@ -97,3 +120,59 @@ def _validate_tools(req: ChatRequest) -> None:
     if fmt is not None and fmt.type == "json_schema" and not isinstance(fmt.schema, dict):
         raise InvalidArgument("'response_format.json_schema.schema' is required for type 'json_schema'.",
                               param="response_format.json_schema.schema", code="missing_required_parameter")
+    if fmt is not None and isinstance(fmt.schema, dict):
+        validate_schema(fmt.schema, "response_format.json_schema.schema")
+
+
+def _schema_error(param: str, what: str) -> InvalidArgument:
+    return InvalidArgument(f"'{param}' exceeds a JSON Schema limit: {what}.", param=param, code="invalid_value")
+
+
+def _check_pattern(pattern: str, param: str) -> None:
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise _schema_error(param, f"a pattern has {len(pattern):,} characters (at most {MAX_PATTERN_CHARS:,})")
+    for match in _REPEAT.finditer(pattern):
+        for number in match.groups():
+            if number and int(number) > MAX_SCHEMA_COUNT:
+                raise _schema_error(param, f"the pattern repeat {match.group(0)} is above {MAX_SCHEMA_COUNT:,}")
+
+
+def _check_keywords(node: dict[str, Any], param: str) -> None:
+    for keyword in _COUNT_KEYWORDS:
+        value = node.get(keyword)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > MAX_SCHEMA_COUNT:
+            raise _schema_error(param, f"{keyword} is {value:g} (at most {MAX_SCHEMA_COUNT:,})")
+    for keyword in _PATTERN_KEYWORDS:
+        pattern = node.get(keyword)
+        if isinstance(pattern, str):
+            _check_pattern(pattern, param)
+    pattern_props = node.get("patternProperties")
+    if isinstance(pattern_props, dict):
+        for pattern in pattern_props:
+            _check_pattern(pattern, param)
+
+
+def validate_schema(schema: Any, param: str) -> None:
+    """Bounds a client JSON Schema before anything interprets it: at most MAX_SCHEMA_DEPTH levels
+    of objects/arrays, MAX_SCHEMA_NODES values in all, count keywords (minItems, minLength,
+    minProperties, minContains) and regex repeats ({n}) at most MAX_SCHEMA_COUNT, patterns at most
+    MAX_PATTERN_CHARS characters. Iterative: a hostile schema costs at most MAX_SCHEMA_NODES steps.
+
+    Raises InvalidArgument naming the limit."""
+    nodes = 0
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_SCHEMA_NODES:
+            raise _schema_error(param, f"more than {MAX_SCHEMA_NODES:,} nodes")
+        if isinstance(node, dict):
+            children: Any = node.values()
+            _check_keywords(node, param)
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_SCHEMA_DEPTH:
+            raise _schema_error(param, f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)

@@ -8,7 +8,7 @@ RavenError
  ├── RateLimited(retry_after)        RPM or concurrency limit
  ├── InsufficientCredits             credits exhausted (HTTP 402)
  ├── PayloadTooLarge                 request too big
- ├── UpstreamError(provider, status, retryable, retry_after)
+ ├── UpstreamError(provider, status, kind, retryable, retry_after)
  │    └── UpstreamTimeout            connect / first byte / idle timeout
  └── Unavailable                     Raven itself cannot serve (shutting down, no route)
 """
@@ -71,8 +71,34 @@ class PayloadTooLarge(RavenError):
     code = "payload_too_large"
 
 
+#: How an upstream failure is classified, by the adapter that saw it (providers/_http.py):
+#:   "rejected"  the upstream refused this request itself (its 400/413/422): the caller's 4xx,
+#:               never retried, no other route tried;
+#:   "broken"    this route cannot serve anyone (our upstream key refused or unset, the upstream
+#:               model missing, a malformed reply): not retried on this route, the next route is tried;
+#:   "transient" connect error, timeout, 429, 5xx: retried with backoff, then the next route.
+REJECTED, BROKEN, TRANSIENT = "rejected", "broken", "transient"
+UPSTREAM_KINDS = (REJECTED, BROKEN, TRANSIENT)
+#: Upstream HTTP statuses that mean "this request is wrong" (when not retryable).
+REJECTED_STATUSES = frozenset({400, 413, 415, 422})
+
+#: Client-facing texts per class: they name the class of failure, never a host, port, env var or
+#: upstream excerpt (those stay in `detail`, for the log and the usage record).
+PUBLIC_MESSAGES = {
+    REJECTED: "The upstream rejected the request.",
+    BROKEN: "The route to the upstream is misconfigured or unusable; try another model or contact the operator.",
+    TRANSIENT: "The upstream could not be reached or is temporarily unavailable. Please retry.",
+}
+
+
 class UpstreamError(RavenError):
-    """An upstream failed. `retryable` says whether another attempt may succeed."""
+    """An upstream failed. `kind` (rejected / broken / transient) is the one classification the
+    router and the gRPC edge act on; `retryable` is kept equal to ``kind == "transient"`` at
+    construction (a stream that already emitted may clear it later).
+
+    `message` is the client-facing text (see PUBLIC_MESSAGES, or `public` when the adapter passes
+    a safe, short upstream reason for a rejected request); `detail` and ``str(exc)`` are the
+    internal description for logs and usage records."""
 
     code = "upstream_error"
 
@@ -82,23 +108,37 @@ class UpstreamError(RavenError):
         *,
         provider: str = "",
         status: int | None = None,
-        retryable: bool = False,
+        retryable: bool | None = None,
         retry_after: float | None = None,
         code: str | None = None,
+        kind: str | None = None,
+        public: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
+        if kind is None:
+            kind = TRANSIENT if retryable else REJECTED if status in REJECTED_STATUSES else BROKEN
+        elif kind not in UPSTREAM_KINDS:
+            raise ValueError(f"unknown upstream error kind {kind!r}")
+        self.kind = kind
+        self.detail = message
+        self.message = public or self.public_default()
         self.provider = provider
         self.status = status
-        self.retryable = retryable
+        self.retryable = (kind == TRANSIENT) if retryable is None else retryable
         self.retry_after = retry_after
+
+    def public_default(self) -> str:
+        return PUBLIC_MESSAGES[self.kind]
 
 
 class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
     def __init__(self, message: str, *, provider: str = "", code: str | None = None) -> None:
-        super().__init__(message, provider=provider, retryable=True, code=code)
+        super().__init__(message, provider=provider, retryable=True, code=code, kind=TRANSIENT,
+                         public="The upstream did not answer in time. Please retry.")
 
 
 class Unavailable(RavenError):
     code = "unavailable"
+

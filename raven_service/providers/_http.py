@@ -11,11 +11,19 @@ Error mapping (`UpstreamError.retryable` drives the router's retries and fallbac
     408, 409, 5xx (529 included) ............................ retryable (retry_after if given)
     any other status >= 300 ................................. UpstreamError(retryable=False)
 
-Messages carry the upstream's own error message when its body is OpenAI-shaped
-(``{"error": {"message": ...}}``) or one of the common variants (``{"error": "..."}``,
-``{"message": ...}``, ``{"detail": ...}``), cut to a sane length. They never carry request
-headers, and every message passes through `scrub`, which blanks the provider's secrets (the API
-key) in case an upstream echoes them back.
+Every error is classified here, once, as `UpstreamError.kind` (core.errors): ``transient``
+(connect errors, timeouts, 429, 408/409, 5xx), ``rejected`` (400/413/415/422 that are not retryable:
+the request itself is wrong) or ``broken`` (anything else: our upstream key refused or unset, the
+upstream model missing, a malformed reply, a client-side HTTP error). The router and the gRPC edge
+act on that class only.
+
+The internal description (``detail``, ``str(exc)``: for the log and the usage record) carries the
+upstream's own error message when its body is OpenAI-shaped (``{"error": {"message": ...}}``) or
+one of the common variants (``{"error": "..."}``, ``{"message": ...}``, ``{"detail": ...}``), cut
+to a sane length. The client-facing ``message`` names the class of failure only; for a rejected
+request it adds the upstream's reason, short and with URLs, host:port pairs and paths removed
+(`public_reason`). Neither ever carries request headers, and every text passes through `scrub`,
+which blanks the provider's secrets (the API key) in case an upstream echoes them back.
 
 Timeouts (from `ProviderConfig`):
 
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -46,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import msgspec
 
-from raven_service.core.errors import UpstreamError, UpstreamTimeout
+from raven_service.core.errors import BROKEN, REJECTED, TRANSIENT, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from raven_service.config import ProviderConfig
@@ -58,13 +67,27 @@ __all__ = [
     "error_from_status",
     "error_from_transport",
     "parse_retry_after",
+    "public_reason",
     "scrub",
     "upstream_message",
 ]
 
 MAX_MESSAGE_CHARS = 500
+#: The longest upstream reason shown to a client (for rejected requests only).
+MAX_PUBLIC_REASON_CHARS = 200
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_HOST_PORT = re.compile(r"\b[\w.-]+:\d{2,5}\b")
+_ROUTE_KEY_REFUSED = re.compile(rb'"(?:API_KEY_INVALID|API_KEY_SERVICE_BLOCKED|API_KEY_HTTP_REFERRER_BLOCKED)"')
+error_scan_limit = 16 * 1024
+_PATH = re.compile(r"(?<![\w.])(?:/[\w.@-]+){2,}/?")
 _REDACTED = "[redacted]"
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
+#: Statuses that mean the request itself was refused (when not retryable).
+_REJECTED_STATUSES = frozenset({400, 413, 415, 422})
+#: Error `type` / `code` values in an error payload that mean "the request itself is wrong".
+_REJECTED_ERROR_KINDS = frozenset({"invalid_request_error", "invalid_request", "invalid_argument",
+                                   "invalid_value", "context_length_exceeded", "INVALID_ARGUMENT",
+                                   "moderation_blocked", "content_policy_violation", "content_filter"})
 #: Error `type` / `code` values in an OpenAI-shaped error payload that mean "try again".
 _RETRYABLE_ERROR_KINDS = frozenset(
     {"server_error", "internal_error", "api_error", "overloaded_error", "rate_limit_error", "rate_limit_exceeded",
@@ -108,6 +131,24 @@ def _message_from(obj: Any) -> str:
             if isinstance(first, dict) and isinstance(first.get("msg"), str):
                 return first["msg"]
     return ""
+
+
+def public_reason(text: str, secrets: Iterable[str] = ()) -> str:
+    """An upstream's reason made fit for a client: secrets, URLs, host:port pairs and file paths
+    removed, whitespace collapsed, at most MAX_PUBLIC_REASON_CHARS characters."""
+    text = scrub(text, secrets)
+    text = _URL.sub("[url]", text)
+    text = _HOST_PORT.sub("[address]", text)
+    text = _PATH.sub("[path]", text)
+    text = " ".join(text.split())
+    if len(text) > MAX_PUBLIC_REASON_CHARS:
+        text = text[: MAX_PUBLIC_REASON_CHARS - 3] + "..."
+    return text
+
+
+def _rejected_public(reason: str, secrets: Iterable[str]) -> str:
+    reason = public_reason(reason, secrets)
+    return f"The upstream rejected the request: {reason}" if reason else "The upstream rejected the request."
 
 
 def upstream_message(body: bytes) -> str:
@@ -161,8 +202,17 @@ def error_from_status(
     retryable = status in _RETRYABLE_STATUSES or status >= 500
     retry_after = (parse_retry_after(headers) or _body_retry_delay(body)) if retryable else None
     code = "upstream_rate_limited" if status == 429 else None
+    kind = TRANSIENT if retryable else REJECTED if status in _REJECTED_STATUSES else BROKEN
+    if kind == REJECTED and _ROUTE_KEY_REFUSED.search(body[:error_scan_limit]):
+        kind = BROKEN  # Google answers a wrong API key with 400 API_KEY_INVALID: our key, not the request
+    public = None
+    if kind == REJECTED:
+        public = _rejected_public(detail, secrets)
+    elif status == 429:
+        public = "The upstream is rate limiting requests. Please retry."
     return UpstreamError(
-        message, provider=provider, status=status, retryable=retryable, retry_after=retry_after, code=code
+        message, provider=provider, status=status, retryable=retryable, retry_after=retry_after, code=code,
+        kind=kind, public=public,
     )
 
 
@@ -200,7 +250,16 @@ def error_from_payload(provider: str, error: Any, *, secrets: Iterable[str] = ()
         or (status is not None and (status in _RETRYABLE_STATUSES or status >= 500))
     )
     message = scrub(f"upstream {provider!r} reported an error: {detail}", secrets)
-    return UpstreamError(message, provider=provider, status=status, retryable=retryable)
+    rejected = not retryable and (
+        (status is not None and status in _REJECTED_STATUSES)
+        or (isinstance(kind, str) and kind in _REJECTED_ERROR_KINDS)
+        or (isinstance(code, str) and code in _REJECTED_ERROR_KINDS)
+    )
+    if rejected:
+        return UpstreamError(message, provider=provider, status=status, retryable=False, kind=REJECTED,
+                             public=_rejected_public(detail, secrets))
+    return UpstreamError(message, provider=provider, status=status, retryable=retryable,
+                         kind=TRANSIENT if retryable else BROKEN)
 
 
 def error_from_transport(provider: str, exc: BaseException, *, secrets: Iterable[str] = ()) -> UpstreamError:
@@ -224,8 +283,8 @@ def error_from_transport(provider: str, exc: BaseException, *, secrets: Iterable
         message = f"upstream {provider!r}: connection error ({type(exc).__name__})"
     else:
         message = f"upstream {provider!r}: HTTP client error ({type(exc).__name__})"
-        return UpstreamError(scrub(message, secrets), provider=provider, retryable=False)
-    return UpstreamError(scrub(message, secrets), provider=provider, retryable=True)
+        return UpstreamError(scrub(message, secrets), provider=provider, retryable=False, kind=BROKEN)
+    return UpstreamError(scrub(message, secrets), provider=provider, retryable=True, kind=TRANSIENT)
 
 
 # ---------------------------------------------------------------------------------- client
@@ -299,6 +358,7 @@ class UpstreamResponse:
                 raise UpstreamError(
                     f"upstream {self._client.provider!r}: response larger than {limit} bytes",
                     provider=self._client.provider,
+                    kind=BROKEN,
                 )
         return parts[0] if len(parts) == 1 else b"".join(parts)
 

@@ -62,7 +62,7 @@ import h2.exceptions
 import httpcore
 import httpx
 
-from raven_service.core.errors import UpstreamError, UpstreamTimeout
+from raven_service.core.errors import BROKEN, TRANSIENT, UpstreamError, UpstreamTimeout
 from raven_service.providers._http import (
     UpstreamClient,
     UpstreamResponse,
@@ -124,8 +124,8 @@ def error_from_httpx(provider: str, exc: BaseException, *, secrets: Iterable[str
         message = f"upstream {provider!r}: connection error ({type(exc).__name__})"
     else:  # LocalProtocolError, UnsupportedProtocol, TooManyRedirects, InvalidURL ...: our side
         message = f"upstream {provider!r}: HTTP client error ({type(exc).__name__})"
-        return UpstreamError(scrub(message, secrets), provider=provider, retryable=False)
-    return UpstreamError(scrub(message, secrets), provider=provider, retryable=True)
+        return UpstreamError(scrub(message, secrets), provider=provider, retryable=False, kind=BROKEN)
+    return UpstreamError(scrub(message, secrets), provider=provider, retryable=True, kind=TRANSIENT)
 
 
 # ---------------------------------------------------------------------------------- httpcore hooks

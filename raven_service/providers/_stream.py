@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from raven_service.core.errors import UpstreamError
+from raven_service.core.errors import BROKEN, UpstreamError
 from raven_service.core.types import ChatEvent, ChatResult, Finish, TextDelta, ToolCallDelta, UsageReport
 from raven_service.providers._http import UpstreamResponse, scrub
 from raven_service.providers._sse import SSEDecoder, SSEError, SSEEvent
@@ -52,7 +52,8 @@ class StreamStateBase:
 
     def malformed(self, what: str) -> UpstreamError:
         return UpstreamError(
-            scrub(f"upstream {self.provider!r} sent {what}", self.secrets), provider=self.provider, retryable=False
+            scrub(f"upstream {self.provider!r} sent {what}", self.secrets), provider=self.provider, retryable=False,
+            kind=BROKEN,
         )
 
 

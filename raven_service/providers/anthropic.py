@@ -61,7 +61,7 @@ from urllib.parse import unquote_to_bytes
 import msgspec
 
 from raven_service.config import ProviderConfig
-from raven_service.core.errors import UpstreamError
+from raven_service.core.errors import BROKEN, UpstreamError
 from raven_service.core.tokens import count_message_tokens, count_tokens
 from raven_service.core.types import (
     ChatEvent,
@@ -577,13 +577,14 @@ class AnthropicProvider:
                     provider=self.name,
                     retryable=False,
                     code="upstream_auth_missing",
+                    kind=BROKEN,
                 )
             if key != self._key:
                 self._build_headers(key)
         return self._hdr_sse if stream else self._hdr_json
 
     def _malformed(self, what: str) -> UpstreamError:
-        return UpstreamError(f"upstream {self.name!r} sent {what}", provider=self.name, retryable=False)
+        return UpstreamError(f"upstream {self.name!r} sent {what}", provider=self.name, retryable=False, kind=BROKEN)
 
     def _body(self, req: ProviderChatRequest, *, stream: bool) -> bytes:
         body = messages_body(req.upstream_model, req.request, stream=stream,

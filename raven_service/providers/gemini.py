@@ -93,7 +93,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 import msgspec
 
 from raven_service.config import ProviderConfig
-from raven_service.core.errors import UpstreamError
+from raven_service.core.errors import BROKEN, UpstreamError
 from raven_service.core.tokens import count_message_tokens, count_tokens
 from raven_service.core.types import (
     ChatEvent,
@@ -576,6 +576,7 @@ class GeminiProvider:
                     provider=self.name,
                     retryable=False,
                     code="upstream_auth_missing",
+                    kind=BROKEN,
                 )
             if key != self._key:
                 self._build_headers(key)

@@ -39,7 +39,7 @@ import msgspec
 from yarl import URL
 
 from raven_service.config import ProviderConfig
-from raven_service.core.errors import UpstreamError
+from raven_service.core.errors import BROKEN, UpstreamError
 from raven_service.core.tokens import count_message_tokens, count_tokens
 from raven_service.core.types import (
     ChatEvent,
@@ -495,13 +495,14 @@ class OpenAICompatProvider:
                     provider=self.name,
                     retryable=False,
                     code="upstream_auth_missing",
+                    kind=BROKEN,
                 )
             if key != self._key:
                 self._build_headers(key)
         return self._hdr_sse if kind == "sse" else self._hdr_json if kind == "json" else self._hdr_plain
 
     def _malformed(self, what: str) -> UpstreamError:
-        return UpstreamError(f"upstream {self.name!r} sent {what}", provider=self.name, retryable=False)
+        return UpstreamError(f"upstream {self.name!r} sent {what}", provider=self.name, retryable=False, kind=BROKEN)
 
     async def _post_json(self, url: str, payload: dict[str, Any]) -> bytes:
         headers = self._headers("json")

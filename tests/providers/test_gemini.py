@@ -663,9 +663,9 @@ async def test_client_errors_are_not_retryable_and_carry_upstream_message(
         await provider.complete(chat())
     exc = info.value
     assert (exc.retryable, exc.status, exc.retry_after) == (False, status, None)
-    assert text in exc.message
+    assert text in exc.detail
     _, exc = await collect_until_error(provider)
-    assert (exc.retryable, exc.status) == (False, status) and text in exc.message
+    assert (exc.retryable, exc.status) == (False, status) and text in exc.detail
 
 
 async def test_the_fake_checks_the_key_like_google(fake: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -175,7 +175,7 @@ def test_httpx_errors_map_like_aiohttp_ones(exc: BaseException, timeout: bool, r
     err = error_from_httpx("up", exc, secrets=(SECRET,))
     assert isinstance(err, UpstreamTimeout) is timeout
     assert err.retryable is retryable
-    assert words in err.message and err.provider == "up"
+    assert words in err.detail and err.provider == "up"
 
 
 # ------------------------------------------------------------------------------------ over HTTP/2

@@ -486,7 +486,7 @@ async def test_client_errors_are_not_retryable_and_carry_upstream_message(
         await provider.complete(chat())
     exc = info.value
     assert (exc.retryable, exc.status, exc.retry_after) == (False, status, None)
-    assert "Invalid value for 'temperature': must be between 0 and 2." in exc.message
+    assert "Invalid value for 'temperature': must be between 0 and 2." in exc.detail
 
 
 async def test_non_json_error_body(fake: FakeOpenAI, provider: OpenAICompatProvider) -> None:
