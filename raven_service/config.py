@@ -84,7 +84,11 @@ class Settings(msgspec.Struct, kw_only=True):
     local_tokens_per_second: float = 100.0
     usage_flush_interval: float = 0.2
     usage_queue_size: int = 10000
-    lease_ttl_seconds: float = 30.0
+    lease_ttl_seconds: float = 30.0  # concurrency leases, credit holds and video-task leases
+    #: One request as a whole (across retries and fallbacks, to the end of a stream).
+    request_timeout: float = 600.0
+    #: A video task fails (and is refunded) this long after submission if it has not finished.
+    video_task_timeout: float = 1800.0
     video_workers: int = 2
     grpc_reflection: bool = True
     #: Circuit breaker per route (provider + upstream model): this many consecutive retryable

@@ -4,6 +4,8 @@ a secret or an id."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from raven_service.core.types import UsageRecord
@@ -24,8 +26,15 @@ class ServiceMetrics:
                                 ("route", "outcome"), registry=self.registry)
         self.latency = Histogram("raven_generation_latency_seconds", "Admission to end of a generation.",
                                  ("kind", "provider"), buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.overspend_total = Counter("raven_credit_overspend_credits",
+                                       "Credits charged beyond a request's hold (a low prompt estimate); "
+                                       "charged in full, never clamped.",
+                                 registry=self.registry)
         self.ttft = Histogram("raven_time_to_first_token_seconds", "Admission to the first token (chat).",
                               ("provider",), buckets=_LATENCY_BUCKETS, registry=self.registry)
+
+    def overspend(self, amount: Decimal) -> None:
+        self.overspend_total.inc(float(amount))
 
     def observe(self, rec: UsageRecord) -> None:
         provider = rec.provider or "none"

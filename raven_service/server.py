@@ -36,14 +36,14 @@ from raven.v1 import (
     video_service_pb2,
     video_service_pb2_grpc,
 )
-from raven_service.accounting.usage import UsageWriter
+from raven_service.accounting.ledger import Ledger
 from raven_service.api.accounts import KeyServicer, UsageServicer
 from raven_service.api.chat import ChatServicer
 from raven_service.api.guard import RequestGuard, core_limit
 from raven_service.api.inproc import HandlerRegistry, InProcessChannel
 from raven_service.api.media import FileServicer, ImageServicer, ModelServicer, VideoServicer
 from raven_service.app.accounts import KeyAdmin, UsageQueries
-from raven_service.app.admission import Admitter
+from raven_service.app.admission import Admitter, HoldKeeper
 from raven_service.app.chat import ChatUseCase
 from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
 from raven_service.config import Settings
@@ -101,7 +101,8 @@ class Services:
     limiter: Limiter
     auth: Authenticator
     admitter: Admitter
-    usage: UsageWriter
+    usage: Ledger
+    holds: HoldKeeper
     catalogue: Catalogue
     router: Router
     chat: ChatUseCase
@@ -118,6 +119,7 @@ class Services:
         await self.worker.stop()
         await self.admitter.drain()
         await self.usage.close()
+        await self.holds.stop()
         for closer in self.closers:
             with contextlib.suppress(Exception):
                 await closer()
@@ -132,21 +134,24 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     providers = build_providers(settings)
     catalogue = Catalogue(providers.models)
     metrics = ServiceMetrics()
-    usage = UsageWriter(store, max_queue=settings.usage_queue_size, flush_interval=settings.usage_flush_interval,
-                        observer=metrics.observe)
+    usage = Ledger(store, spool_dir=Path(settings.data_dir) / "spool", max_memory=settings.usage_queue_size,
+                   flush_interval=settings.usage_flush_interval, observer=metrics.observe)
     usage.start()
     auth = Authenticator(store)
-    admitter = Admitter(store, limiter)
+    admitter = Admitter(store, limiter, usage, hold_ttl=settings.lease_ttl_seconds,
+                        on_overspend=metrics.overspend)
+    holds = HoldKeeper(store, admitter.instance_id, ttl=settings.lease_ttl_seconds)
     breakers = CircuitBreakers(threshold=settings.breaker_threshold, cooldown=settings.breaker_cooldown_seconds)
     router = Router(providers.chat, providers.retry_policies, breakers)
-    worker = VideoWorker(store, catalogue, providers.video, usage, concurrency=settings.video_workers,
-                         lease_seconds=settings.lease_ttl_seconds)
+    worker = VideoWorker(store, store, catalogue, providers.video, concurrency=settings.video_workers,
+                         lease_seconds=settings.lease_ttl_seconds, task_timeout=settings.video_task_timeout)
     services = Services(
-        settings=settings, store=store, limiter=limiter, auth=auth, admitter=admitter, usage=usage,
+        settings=settings, store=store, limiter=limiter, auth=auth, admitter=admitter, usage=usage, holds=holds,
         catalogue=catalogue, router=router,
-        chat=ChatUseCase(catalogue, router, admitter, usage),
-        images=ImageUseCase(catalogue, providers.image, store, admitter, usage),
-        videos=VideoUseCase(catalogue, store, admitter, wake=worker.wake),
+        chat=ChatUseCase(catalogue, router, admitter, request_timeout=settings.request_timeout),
+        images=ImageUseCase(catalogue, providers.image, store, admitter),
+        videos=VideoUseCase(catalogue, store, admitter, wake=worker.wake,
+                            hold_seconds=settings.video_task_timeout + 4 * settings.lease_ttl_seconds + 60),
         files=FileUseCase(store),
         keys=KeyAdmin(store, auth, default_rpm=settings.default_rpm,
                       default_concurrency=settings.default_concurrency),
@@ -155,6 +160,7 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
         metrics=metrics,
         closers=providers.closers,
     )
+    holds.start()
     if start_workers:
         worker.start()
     return services

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from typing import TypedDict
 
 import grpc
@@ -11,7 +12,7 @@ from raven.v1 import chat_pb2, chat_service_pb2, chat_service_pb2_grpc
 from raven_service.api import convert
 from raven_service.api.context import authenticate, send_rate, set_rate_trailer
 from raven_service.api.errors import abort
-from raven_service.app.chat import ChatUseCase, Served, StreamEnd, StreamFailed
+from raven_service.app.chat import ChatAdmission, ChatUseCase, Served, StreamEnd, StreamFailed
 from raven_service.core.errors import RavenError
 from raven_service.core.types import Finish, TextDelta, ToolCallDelta
 from raven_service.policy.auth import Authenticator
@@ -46,8 +47,8 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     ) -> chat_service_pb2.CreateChatCompletionResponse:
         principal = await authenticate(self._auth, context)
         try:
-            adm = await self._chat.admit(principal, convert.chat_request(request, stream=False))
-            done = await self._chat.complete(adm)
+            async with self._chat.admitted(principal, convert.chat_request(request, stream=False)) as adm:
+                done = await self._chat.complete(adm)
         except RavenError as exc:
             await abort(context, exc)
             raise
@@ -73,13 +74,24 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
 
     async def StreamChatCompletion(
         self, request: chat_service_pb2.StreamChatCompletionRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[chat_service_pb2.StreamChatCompletionResponse]:
+    ) -> AsyncGenerator[chat_service_pb2.StreamChatCompletionResponse, None]:
         principal = await authenticate(self._auth, context)
         try:
-            adm = await self._chat.admit(principal, convert.chat_request(request, stream=True))
+            # Inside the admission scope from here on: a cancellation at any await below (even
+            # before the first event) still settles the request exactly once; aclosing makes the
+            # stream report its outcome (tokens so far) before the scope settles it.
+            async with (
+                self._chat.admitted(principal, convert.chat_request(request, stream=True)) as adm,
+                contextlib.aclosing(self._responses(adm, context)) as responses,
+            ):
+                async for response in responses:
+                    yield response
         except RavenError as exc:
             await abort(context, exc)
             raise
+
+    async def _responses(self, adm: ChatAdmission, context: grpc.aio.ServicerContext
+                         ) -> AsyncGenerator[chat_service_pb2.StreamChatCompletionResponse, None]:
         # Headers go out at admission, so a client waiting for a slow upstream already has them.
         await send_rate(context, adm.ticket.rate, _extra_meta(adm.id, adm.dropped))
         Response = chat_service_pb2.StreamChatCompletionResponse
@@ -138,8 +150,5 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
                     yield Response(**base, choices=[choice], provider=provider, dropped_params=list(adm.dropped))
                     continue
                 yield Response(**base, choices=[choice])
-        except RavenError as exc:
-            await abort(context, exc)
-            raise
         finally:
             await events.aclose()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from raven_service.accounting.usage import UsageWriter
+from raven_service.accounting.ledger import Ledger
 from raven_service.core.errors import InvalidArgument, NotFound, PermissionDenied
-from raven_service.core.ports import Store
+from raven_service.core.ports import KeyStore, UsageStore
 from raven_service.core.types import ApiKey, Principal, UsageRecord, UsageSummary
 from raven_service.policy.auth import Authenticator, create_key
 
@@ -30,7 +30,7 @@ def _limit(value: int | None, param: str) -> None:
 
 
 class KeyAdmin:
-    def __init__(self, store: Store, auth: Authenticator, *, default_rpm: int, default_concurrency: int) -> None:
+    def __init__(self, store: KeyStore, auth: Authenticator, *, default_rpm: int, default_concurrency: int) -> None:
         self._store = store
         self._auth = auth
         self._default_rpm = default_rpm
@@ -83,9 +83,10 @@ class KeyAdmin:
 
 
 class UsageQueries:
-    def __init__(self, store: Store, writer: UsageWriter) -> None:
+    def __init__(self, store: UsageStore, writer: Ledger, *, flush_timeout: float = 2.0) -> None:
         self._store = store
         self._writer = writer
+        self._flush_timeout = flush_timeout
 
     async def generation(self, principal: Principal, record_id: str) -> UsageRecord:
         if not record_id:
@@ -100,5 +101,7 @@ class UsageQueries:
         target = key_id or principal.key_id
         if target != principal.key_id and not principal.admin:
             raise PermissionDenied("Only admin keys may read another key's usage.")
-        await self._writer.flush()
+        # What was settled before this call is counted; a flush never waits on later traffic, and a
+        # store that does not take it within the timeout leaves the newest records out.
+        await self._writer.flush(self._flush_timeout)
         return target, await self._store.summarize_usage(target, start, end)

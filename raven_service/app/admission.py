@@ -1,17 +1,32 @@
-"""Admission shared by every generation: RPM, concurrency slot, credit reservation, and the
-release/settle that always follows (whatever the outcome, even on cancellation)."""
+"""Admission as one scope: RPM, a concurrency slot and a credit hold on the way in; on the way
+out, whatever happened (success, error, a bug, cancellation at any await point), exactly one
+settlement (usage record + hold) and the slot back.
+
+Every entry point (chat unary and stream, images, video submit; REST reaches them through the
+same gRPC servicers) runs its request inside `Admitter.admitted(...)`, so no code path can skip
+settlement: the use case only *describes* the outcome (`ticket.record`), the scope settles it.
+
+Cancellation inside admission itself is handled too: a hold whose reservation completes after the
+caller was cancelled is released at once, and every hold expires by itself if its owner dies
+(holds are renewed by their instance while it lives; `HoldKeeper` renews and sweeps).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
+from raven_service.accounting.ledger import Ledger
 from raven_service.core.errors import InsufficientCredits, RateLimited, RavenError
-from raven_service.core.ports import Lease, Limiter, RpmDecision, Store
-from raven_service.core.types import Principal
+from raven_service.core.ports import CreditStore, Lease, Limiter, RpmDecision
+from raven_service.core.types import CreditHold, Principal, Settlement, UsageRecord
 
 log = logging.getLogger("raven.admission")
 
@@ -20,20 +35,39 @@ log = logging.getLogger("raven.admission")
 class Ticket:
     """An admitted request: what must be released and settled when it ends."""
 
+    id: str  # the usage record's id
     principal: Principal
     rate: RpmDecision
     slot: Lease | None
-    reserved: Decimal
+    hold: CreditHold | None
     started: float = field(default_factory=time.monotonic)
     created: float = field(default_factory=time.time)
+    #: The outcome, set by the use case once it knows it; None at exit = the scope builds one.
+    record: UsageRecord | None = None
+    #: Set when something durable took over the settlement (a created video task settles itself).
+    handed_over: bool = False
     closed: bool = False
+
+    @property
+    def reserved(self) -> Decimal:
+        return self.hold.amount if self.hold is not None else Decimal(0)
+
+
+#: Builds the usage record of a request whose use case never reported one (cancelled before its
+#: first event, a bug): (ticket, status, error) -> record.
+Fallback = Callable[[Ticket, str, str], UsageRecord]
 
 
 class Admitter:
-    def __init__(self, store: Store, limiter: Limiter) -> None:
-        self._store = store
+    def __init__(self, credits: CreditStore, limiter: Limiter, ledger: Ledger, *, instance_id: str = "",
+                 hold_ttl: float = 30.0, on_overspend: Callable[[Decimal], None] | None = None) -> None:
+        self._credits = credits
         self._limiter = limiter
-        self._background: set[asyncio.Task[None]] = set()
+        self._ledger = ledger
+        self.instance_id = instance_id or "i-" + uuid.uuid4().hex[:12]
+        self._hold_ttl = hold_ttl
+        self._on_overspend = on_overspend
+        self._background: set[asyncio.Task[object]] = set()
 
     async def peek(self, principal: Principal) -> RpmDecision:
         return await self._limiter.peek_rpm(principal.key_id, principal.rpm)
@@ -47,7 +81,34 @@ class Admitter:
             except RavenError:
                 exc.rate = None
 
-    async def admit(self, principal: Principal, worst_case_cost: Decimal) -> Ticket:
+    @contextlib.asynccontextmanager
+    async def admitted(self, principal: Principal, worst_case_cost: Decimal, *, record_id: str,
+                       fallback: Fallback, hold_seconds: float | None = None) -> AsyncIterator[Ticket]:
+        """Admits (raising RateLimited / InsufficientCredits / StoreUnavailable, nothing held) and
+        yields the ticket; settles it exactly once on the way out.
+
+        `hold_seconds` gives the hold a fixed lifetime instead of one renewed by this instance
+        (for work that outlives the request, such as a queued video task)."""
+        ticket = await self._admit(principal, worst_case_cost, record_id, hold_seconds)
+        status, error = "completed", ""
+        try:
+            yield ticket
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "cancelled"
+            raise
+        except RavenError as exc:
+            status, error = "failed", exc.message
+            raise
+        except BaseException as exc:
+            status, error = "failed", f"internal error ({type(exc).__name__})"
+            log.exception("request %s failed inside Raven", record_id)
+            raise
+        finally:
+            self._close(ticket, status, error, fallback)
+
+    # --------------------------------------------------------------------------------- inside
+    async def _admit(self, principal: Principal, worst: Decimal, record_id: str,
+                     hold_seconds: float | None) -> Ticket:
         rate = await self._limiter.hit_rpm(principal.key_id, principal.rpm)
         if not rate.allowed:
             exc = RateLimited(
@@ -57,7 +118,7 @@ class Admitter:
             )
             exc.rate = rate
             raise exc
-        slot = await self._limiter.acquire_slot(principal.key_id, principal.concurrency)
+        slot = await self._acquire(principal)
         if slot is None:
             exc = RateLimited(
                 f"Concurrency limit reached: {principal.concurrency} requests in flight.",
@@ -66,43 +127,137 @@ class Admitter:
             )
             exc.rate = rate
             raise exc
-        reserved = Decimal(0)
-        if principal.has_credit_limit and worst_case_cost > 0:
-            try:
-                ok = await self._store.reserve_credits(principal.key_id, worst_case_cost)
-            except BaseException:
-                await slot.release()
-                raise
-            if not ok:
-                await slot.release()
-                exc2 = InsufficientCredits(
-                    "Insufficient credits: this request could cost up to "
-                    f"{worst_case_cost.normalize():f} credits and the key has less left."
+        hold: CreditHold | None = None
+        try:
+            if principal.has_credit_limit and worst > 0:
+                fixed = hold_seconds is not None
+                hold = CreditHold(
+                    id="hold_" + uuid.uuid4().hex, key_id=principal.key_id, amount=worst,
+                    owner="" if fixed else self.instance_id,
+                    expires_at=time.time() + (hold_seconds if hold_seconds is not None else self._hold_ttl),
                 )
-                exc2.rate = rate
-                raise exc2
-            reserved = worst_case_cost
-        return Ticket(principal=principal, rate=rate, slot=slot, reserved=reserved)
+                if not await self._reserve(hold):
+                    exc2 = InsufficientCredits(
+                        "Insufficient credits: this request could cost up to "
+                        f"{worst.normalize():f} credits and the key has less left."
+                    )
+                    exc2.rate = rate
+                    raise exc2
+        except BaseException as exc:
+            self._release_slot(slot)
+            if isinstance(exc, RavenError) and exc.rate is None:
+                exc.rate = rate
+            raise
+        return Ticket(id=record_id, principal=principal, rate=rate, slot=slot, hold=hold)
 
-    def finish(self, ticket: Ticket, actual_cost: Decimal) -> None:
-        """Releases the slot and settles credits, in a task of its own so that it completes even
-        when the request's task is being cancelled."""
+    async def _acquire(self, principal: Principal) -> Lease | None:
+        """Takes a slot; a slot granted after the caller was cancelled goes straight back."""
+        task = asyncio.ensure_future(self._limiter.acquire_slot(principal.key_id, principal.concurrency))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._undo_slot)
+            raise
+
+    def _undo_slot(self, task: asyncio.Future[Lease | None]) -> None:
+        if not task.cancelled() and task.exception() is None and (lease := task.result()) is not None:
+            self._release_slot(lease)
+
+    async def _reserve(self, hold: CreditHold) -> bool:
+        """Reserves; a reservation that lands after the caller was cancelled is released."""
+        task = asyncio.ensure_future(self._credits.reserve_hold(hold))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            def undo(t: asyncio.Future[bool]) -> None:
+                if not t.cancelled() and t.exception() is None and t.result():
+                    self._spawn(self._credits.release_hold(hold.id))
+            task.add_done_callback(undo)
+            raise
+
+    def _close(self, ticket: Ticket, status: str, error: str, fallback: Fallback) -> None:
+        """Synchronous, so it completes even inside a task being cancelled."""
         if ticket.closed:
             return
         ticket.closed = True
-        task = asyncio.get_running_loop().create_task(self._finish(ticket, actual_cost))
+        if ticket.slot is not None:
+            self._release_slot(ticket.slot)
+            ticket.slot = None
+        if ticket.handed_over:
+            return
+        rec = ticket.record
+        if rec is None:
+            try:
+                rec = fallback(ticket, status, error)
+            except Exception:  # the settlement must not depend on the use case's code being right
+                log.exception("building the usage record of %s failed", ticket.id)
+                rec = UsageRecord(id=ticket.id, key_id=ticket.principal.key_id, model="", status="failed",
+                                  error="internal error", created_at=ticket.created)
+        hold = ticket.hold
+        if hold is not None and rec.cost > hold.amount and self._on_overspend is not None:
+            self._on_overspend(rec.cost - hold.amount)  # charged in full, never clamped: counted
+        self._ledger.submit(Settlement(record=rec, hold_id=hold.id if hold is not None else ""))
+
+    def _release_slot(self, slot: Lease) -> None:
+        self._spawn(slot.release())
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(self._quietly(coro))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _finish(self, ticket: Ticket, actual_cost: Decimal) -> None:
+    @staticmethod
+    async def _quietly(coro: Coroutine[Any, Any, object]) -> None:
         try:
-            if ticket.slot is not None:
-                await ticket.slot.release()
-            if ticket.principal.has_credit_limit and (ticket.reserved or actual_cost):
-                await self._store.settle_credits(ticket.principal.key_id, ticket.reserved, actual_cost)
+            await coro
         except Exception:
-            log.exception("settling a request failed")
+            log.exception("releasing a slot or hold failed (it expires by itself)")
 
     async def drain(self) -> None:
         if self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+class HoldKeeper:
+    """Keeps this instance's holds alive while it runs, and releases everyone's expired holds.
+
+    A hold is renewed every `ttl / 3`; after SIGKILL its instance's holds lapse within `ttl` and the
+    next sweep of any instance releases them."""
+
+    def __init__(self, credits: CreditStore, instance_id: str, *, ttl: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._credits = credits
+        self._instance = instance_id
+        self._ttl = ttl
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> tuple[int, int]:
+        """One renewal and one sweep; returns (renewed, swept)."""
+        now = self._clock()
+        renewed = await self._credits.renew_holds(self._instance, now + self._ttl)
+        swept = await self._credits.sweep_holds(now)
+        if swept:
+            log.info("released %d expired credit holds", swept)
+        return renewed, swept
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="hold-keeper")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("renewing/sweeping credit holds failed: %s", type(exc).__name__)
+            await asyncio.sleep(self._ttl / 3)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

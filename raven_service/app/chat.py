@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
+
+import msgspec
 
 from raven_service.accounting.pricing import chat_cost
-from raven_service.accounting.usage import UsageWriter
 from raven_service.app.admission import Admitter, Ticket
 from raven_service.app.validation import validate_chat
-from raven_service.core.errors import RavenError, UpstreamError
+from raven_service.core.errors import RavenError, UpstreamError, UpstreamTimeout
 from raven_service.core.tokens import count_message_tokens, count_tokens
 from raven_service.core.types import (
     ChatEvent,
@@ -84,14 +87,17 @@ class ChatCompletion:
 
 
 class ChatUseCase:
-    def __init__(self, catalogue: Catalogue, router: Router, admitter: Admitter, usage: UsageWriter) -> None:
+    def __init__(self, catalogue: Catalogue, router: Router, admitter: Admitter, *,
+                 request_timeout: float = 600.0) -> None:
         self._catalogue = catalogue
         self._router = router
         self._admitter = admitter
-        self._usage = usage
+        self._request_timeout = request_timeout
 
-    async def admit(self, principal: Principal, req: ChatRequest) -> ChatAdmission:
-        """Validates and admits; raises a RavenError carrying the rate state otherwise."""
+    @contextlib.asynccontextmanager
+    async def admitted(self, principal: Principal, req: ChatRequest) -> AsyncIterator[ChatAdmission]:
+        """Validates and admits (raising a RavenError carrying the rate state otherwise), then holds
+        the request's admission scope: however the body ends, the request settles exactly once."""
         try:
             validate_chat(req)
             model = self._catalogue.resolve(req.model, "chat")
@@ -102,87 +108,93 @@ class ChatUseCase:
                 filtered, names = filter_params(req, m)
                 if i == 0:
                     dropped = names
+                if filtered.max_tokens is None:
+                    # The hold bounds the spend: an upstream is never left to generate without a cap.
+                    filtered = msgspec.structs.replace(filtered, max_tokens=m.max_output_tokens)
                 targets.extend(
                     Target(model=m, route=r, request=ProviderChatRequest(upstream_model=r.model, request=filtered))
                     for r in m.routes
                 )
             prompt_tokens = count_message_tokens(req.messages, req.tools)
-            max_out = req.max_tokens or model.max_output_tokens
-            worst = max(chat_cost(m, prompt_tokens, max_out) for m in chain)
+            worst = max(chat_cost(m, prompt_tokens, req.max_tokens or m.max_output_tokens) for m in chain)
         except RavenError as exc:
             await self._admitter.attach_rate(exc, principal)
             raise
-        ticket = await self._admitter.admit(principal, worst)
-        return ChatAdmission(
-            id="chatcmpl-" + uuid.uuid4().hex,
-            ticket=ticket,
-            model=model,
-            targets=targets,
-            dropped=dropped,
+        adm_id = "chatcmpl-" + uuid.uuid4().hex
+
+        def fallback(ticket: Ticket, status: str, error: str) -> UsageRecord:
+            # Ended before the use case reported anything (e.g. cancelled before the first event):
+            # the prompt may have reached an upstream, so a cancellation counts its (estimated) tokens.
+            prompt = prompt_tokens if status == "cancelled" else 0
+            return self._record(ticket, model, Outcome(), status=status, prompt_tokens=prompt, completion_tokens=0,
+                                estimated=True, streamed=req.stream, error=error,
+                                finish_reason="error" if status == "failed" else "")
+
+        async with self._admitter.admitted(principal, worst, record_id=adm_id, fallback=fallback) as ticket:
+            yield ChatAdmission(id=adm_id, ticket=ticket, model=model, targets=targets, dropped=dropped,
+                                prompt_tokens=prompt_tokens, stream=req.stream)
+
+    @staticmethod
+    def _record(ticket: Ticket, model: ModelInfo, outcome: Outcome, *, status: str, prompt_tokens: int,
+                completion_tokens: int, estimated: bool, streamed: bool, finish_reason: str = "", native: str = "",
+                ttft: float | None = None, error: str = "") -> UsageRecord:
+        served = outcome.served
+        priced = served.model if served else model
+        return UsageRecord(
+            id=ticket.id,
+            key_id=ticket.principal.key_id,
+            kind="chat",
+            model=model.id,
+            provider=served.route.provider if served else "",
+            upstream_model=served.route.model if served else "",
             prompt_tokens=prompt_tokens,
-            stream=req.stream,
+            completion_tokens=completion_tokens,
+            cost=chat_cost(priced, prompt_tokens, completion_tokens),
+            latency_ms=int((time.monotonic() - ticket.started) * 1000),
+            ttft_ms=int((ttft - ticket.started) * 1000) if ttft else 0,
+            status=status,
+            finish_reason=finish_reason,
+            native_finish_reason=native,
+            streamed=streamed,
+            usage_estimated=estimated,
+            attempts=tuple(outcome.attempts),
+            error=error,
+            created_at=ticket.created,
         )
 
-    def _finish(
-        self,
-        adm: ChatAdmission,
-        outcome: Outcome,
-        *,
-        status: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        estimated: bool,
-        finish_reason: str = "",
-        native: str = "",
-        ttft: float | None = None,
-        error: str = "",
-    ) -> Decimal:
-        served = outcome.served
-        model = served.model if served else adm.model
-        cost = chat_cost(model, prompt_tokens, completion_tokens)
-        now = time.monotonic()
-        self._usage.record(
-            UsageRecord(
-                id=adm.id,
-                key_id=adm.ticket.principal.key_id,
-                kind="chat",
-                model=adm.model.id,
-                provider=served.route.provider if served else "",
-                upstream_model=served.route.model if served else "",
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cost=cost,
-                latency_ms=int((now - adm.ticket.started) * 1000),
-                ttft_ms=int((ttft - adm.ticket.started) * 1000) if ttft else 0,
-                status=status,
-                finish_reason=finish_reason,
-                native_finish_reason=native,
-                streamed=adm.stream,
-                usage_estimated=estimated,
-                attempts=tuple(outcome.attempts),
-                error=error,
-                created_at=adm.ticket.created,
-            )
-        )
-        self._admitter.finish(adm.ticket, cost)
-        return cost
+    def _finish(self, adm: ChatAdmission, outcome: Outcome, **fields: Any) -> Decimal:
+        """Reports the outcome to the admission scope (which settles it) and returns the cost."""
+        rec = self._record(adm.ticket, adm.model, outcome, streamed=adm.stream, **fields)
+        adm.ticket.record = rec
+        return rec.cost
+
+    def _timed_out(self) -> UpstreamTimeout:
+        return UpstreamTimeout(f"The request did not finish within {self._request_timeout:g}s.",
+                               code="request_timeout")
 
     async def complete(self, adm: ChatAdmission) -> ChatCompletion:
         outcome = Outcome()
         try:
-            result = await self._router.complete(adm.targets, outcome)
+            async with asyncio.timeout(self._request_timeout):
+                result = await self._router.complete(adm.targets, outcome)
         except asyncio.CancelledError:
             self._finish(adm, outcome, status="cancelled", prompt_tokens=adm.prompt_tokens,
                          completion_tokens=0, estimated=True)
             raise
+        except TimeoutError:
+            exc = self._timed_out()
+            self._finish(adm, outcome, status="failed", prompt_tokens=adm.prompt_tokens, completion_tokens=0,
+                         estimated=True, finish_reason="error", error=exc.message)
+            exc.rate = adm.ticket.rate
+            raise exc from None
         except RavenError as exc:
             self._finish(adm, outcome, status="failed", prompt_tokens=0, completion_tokens=0,
                          estimated=False, finish_reason="error", error=exc.message)
             exc.rate = adm.ticket.rate
             raise
-        except BaseException as exc:
-            self._finish(adm, outcome, status="failed", prompt_tokens=0, completion_tokens=0,
-                         estimated=False, finish_reason="error", error=type(exc).__name__)
+        except Exception as exc:
+            self._finish(adm, outcome, status="failed", prompt_tokens=adm.prompt_tokens, completion_tokens=0,
+                         estimated=True, finish_reason="error", error=f"internal error ({type(exc).__name__})")
             raise
         cost = self._finish(
             adm, outcome, status="completed", prompt_tokens=result.prompt_tokens,
@@ -205,7 +217,8 @@ class ChatUseCase:
     ) -> AsyncGenerator[ChatEvent | Served | StreamFailed | StreamEnd, None]:
         """Yields provider events; a failure before the first event raises (the route chain is
         exhausted), a failure after it yields StreamFailed, then Finish('error') and a UsageReport.
-        The usage record is written however the stream ends, including cancellation."""
+        The outcome is reported however the stream ends, including cancellation; the admission
+        scope around it settles even if this generator never starts."""
         outcome = Outcome()
         completion_tokens = 0
         estimated_text: list[str] = []
@@ -214,8 +227,17 @@ class ChatUseCase:
         ttft: float | None = None
         status = "cancelled"
         error = ""
+        events = self._router.stream(adm.targets, outcome)
+        deadline = asyncio.get_running_loop().time() + self._request_timeout
         try:
-            async for event in self._router.stream(adm.targets, outcome):
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        event = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self._timed_out() from None
                 if ttft is None:
                     ttft = time.monotonic()
                     yield Served(provider=outcome.served.route.provider if outcome.served else "")
@@ -231,11 +253,10 @@ class ChatUseCase:
                 yield event
             status = "completed"
         except UpstreamError as exc:
+            status, error = "failed", exc.message
             if ttft is None:
-                status, error = "failed", exc.message
                 exc.rate = adm.ticket.rate
                 raise
-            status, error = "failed", exc.message
             finish = Finish(reason="error", native=finish.native if finish else "")
             yield StreamFailed(message=exc.message, code=exc.code)
             yield finish
@@ -243,7 +264,11 @@ class ChatUseCase:
             status, error = "failed", exc.message
             exc.rate = adm.ticket.rate
             raise
+        except Exception as exc:  # a bug (ours or a provider's): failed, never "cancelled"
+            status, error = "failed", f"internal error ({type(exc).__name__})"
+            raise
         finally:
+            await events.aclose()
             if usage is not None:
                 prompt, completion_tokens, estimated = usage.prompt_tokens, usage.completion_tokens, usage.estimated
             else:
@@ -252,7 +277,7 @@ class ChatUseCase:
                 estimated = True
             cost = self._finish(
                 adm, outcome, status=status, prompt_tokens=prompt, completion_tokens=completion_tokens,
-                estimated=estimated, finish_reason=finish.reason if finish else "",
+                estimated=estimated, finish_reason=finish.reason if finish else ("error" if status == "failed" else ""),
                 native=finish.native if finish else "", ttft=ttft, error=error,
             )
         yield StreamEnd(

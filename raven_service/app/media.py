@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from raven_service.accounting.pricing import image_cost, video_cost
-from raven_service.accounting.usage import UsageWriter
-from raven_service.app.admission import Admitter
+from raven_service.app.admission import Admitter, Ticket
 from raven_service.core.errors import InvalidArgument, NotFound, RavenError
-from raven_service.core.ports import ImageProvider, Store
+from raven_service.core.ports import FileStore, ImageProvider, VideoTaskStore
 from raven_service.core.types import (
     ImageRequest,
     Principal,
@@ -50,13 +49,12 @@ class ImagesResult:
 
 
 class ImageUseCase:
-    def __init__(self, catalogue: Catalogue, providers: dict[str, ImageProvider], store: Store,
-                 admitter: Admitter, usage: UsageWriter) -> None:
+    def __init__(self, catalogue: Catalogue, providers: dict[str, ImageProvider], files: FileStore,
+                 admitter: Admitter) -> None:
         self._catalogue = catalogue
         self._providers = providers
-        self._store = store
+        self._files = files
         self._admitter = admitter
-        self._usage = usage
 
     async def generate(self, principal: Principal, model_slug: str, prompt: str, *, n: int | None,
                        size: str | None, response_format: str | None, seed: int | None = None,
@@ -84,46 +82,48 @@ class ImageUseCase:
             await self._admitter.attach_rate(exc, principal)
             raise
         cost = image_cost(model, count)
-        ticket = await self._admitter.admit(principal, cost)
         gen_id = "img-" + uuid.uuid4().hex
-        status, error, actual = "failed", "", Decimal(0)
-        try:
-            req = ImageRequest(model=route.model, prompt=prompt, n=count, width=width, height=height,
-                               response_format=fmt, seed=seed, quality=quality, style=style)  # type: ignore[arg-type]
-            images = await provider.generate_images(route.model, req)
-            out = []
-            for img in images:
-                url = ""
-                if fmt == "url":
-                    file_id = "file-" + uuid.uuid4().hex
-                    await self._store.put_file(StoredFile(id=file_id, key_id=principal.key_id, mime_type="image/png",
-                                                          data=img.png, created_at=time.time()))
-                    url = file_url(file_id)
-                out.append((img.png, url, img.revised_prompt))
-            status, actual = "completed", cost
-            return ImagesResult(id=gen_id, created=int(ticket.created), images=out, cost=cost)
-        except RavenError as exc:
-            error = exc.message
-            exc.rate = ticket.rate
-            raise
-        finally:
-            self._usage.record(UsageRecord(
+
+        def record(ticket: Ticket, status: str, error: str, actual: Decimal = Decimal(0)) -> UsageRecord:
+            return UsageRecord(
                 id=gen_id, key_id=principal.key_id, kind="image", model=model.id, provider=route.provider,
                 upstream_model=route.model, cost=actual, status=status, error=error,
                 latency_ms=int((time.monotonic() - ticket.started) * 1000), created_at=ticket.created,
                 attempts=(f"{route.provider}/{route.model}:{'ok' if status == 'completed' else 'error'}",),
-            ))
-            self._admitter.finish(ticket, actual)
+            )
+
+        async with self._admitter.admitted(principal, cost, record_id=gen_id, fallback=record) as ticket:
+            try:
+                req = ImageRequest(model=route.model, prompt=prompt, n=count, width=width, height=height,
+                                   response_format=fmt, seed=seed, quality=quality, style=style)  # type: ignore[arg-type]
+                images = await provider.generate_images(route.model, req)
+                out = []
+                for img in images:
+                    url = ""
+                    if fmt == "url":
+                        file_id = "file-" + uuid.uuid4().hex
+                        await self._files.put_file(StoredFile(id=file_id, key_id=principal.key_id,
+                                                              mime_type="image/png", data=img.png,
+                                                              created_at=time.time()))
+                        url = file_url(file_id)
+                    out.append((img.png, url, img.revised_prompt))
+            except RavenError as exc:
+                exc.rate = ticket.rate
+                raise
+            ticket.record = record(ticket, "completed", "", cost)
+            return ImagesResult(id=gen_id, created=int(ticket.created), images=out, cost=cost)
 
 
 class VideoUseCase:
     """Submission and lookup; the work itself is done by jobs.videos.VideoWorker."""
 
-    def __init__(self, catalogue: Catalogue, store: Store, admitter: Admitter, wake=None) -> None:
+    def __init__(self, catalogue: Catalogue, tasks: VideoTaskStore, admitter: Admitter, wake=None, *,
+                 hold_seconds: float = 1800.0 + 120.0) -> None:
         self._catalogue = catalogue
-        self._store = store
+        self._tasks = tasks
         self._admitter = admitter
         self._wake = wake
+        self._hold_seconds = hold_seconds  # the task deadline plus a margin: the hold outlives the task
 
     async def create(self, principal: Principal, model_slug: str, prompt: str, *, seconds: int | None,
                      size: str | None, image: bytes | None, request_id: str, seed: int | None) -> VideoTask:
@@ -145,28 +145,35 @@ class VideoUseCase:
             await self._admitter.attach_rate(exc, principal)
             raise
         cost = video_cost(model, secs)
-        ticket = await self._admitter.admit(principal, cost)
-        # The reservation outlives this call: the worker settles it on success, refunds on failure.
-        # Only the concurrency slot is released now (a queued task is not a request in flight).
-        task = VideoTask(
-            id="vid-" + uuid.uuid4().hex, key_id=principal.key_id, model=model.id, prompt=prompt, seconds=secs,
-            width=width, height=height, request_id=request_id, seed=seed, image=image,
-            state=VideoState.QUEUED, provider=model.routes[0].provider, reserved=ticket.reserved,
-            created_at=time.time(),
-        )
-        stored, created = await self._store.create_video_task(task)
-        if ticket.slot is not None:
-            await ticket.slot.release()
-        ticket.slot = None
-        if not created and ticket.reserved:
-            await self._store.settle_credits(principal.key_id, ticket.reserved, Decimal(0))  # duplicate submit
-        ticket.closed = True
+        task_id = "vid-" + uuid.uuid4().hex
+
+        def submit_record(ticket: Ticket, status: str, error: str) -> UsageRecord:
+            # The submission itself, when it did not become a task (cancelled, failed, or a duplicate
+            # of an earlier submission): its own id, so it can never stand in for the task's record.
+            return UsageRecord(id="vsub-" + task_id[4:], key_id=principal.key_id, kind="video", model=model.id,
+                               status=status, error=error, created_at=ticket.created,
+                               latency_ms=int((time.monotonic() - ticket.started) * 1000))
+
+        # The hold outlives this call: the task settles it when it ends (fenced, exactly once).
+        async with self._admitter.admitted(principal, cost, record_id=task_id, fallback=submit_record,
+                                           hold_seconds=self._hold_seconds) as ticket:
+            task = VideoTask(
+                id=task_id, key_id=principal.key_id, model=model.id, prompt=prompt, seconds=secs,
+                width=width, height=height, request_id=request_id, seed=seed, image=image,
+                state=VideoState.QUEUED, provider=model.routes[0].provider, reserved=ticket.reserved,
+                hold_id=ticket.hold.id if ticket.hold is not None else "", created_at=time.time(),
+            )
+            stored, created = await self._tasks.create_video_task(task)
+            if created:
+                ticket.handed_over = True
+            else:  # an idempotent replay: the earlier task is the answer, this hold is released
+                ticket.record = submit_record(ticket, "completed", "")
         if created and self._wake is not None:
             self._wake()
         return stored
 
     async def get(self, principal: Principal, task_id: str) -> VideoTask:
-        task = await self._store.get_video_task(task_id)
+        task = await self._tasks.get_video_task(task_id)
         if task is None or task.key_id != principal.key_id:
             raise NotFound(f"No video generation with id '{task_id}'.", param="id", code="task_not_found")
         return task
@@ -180,7 +187,7 @@ class VideoUseCase:
                 before = (float(ts), tid)
             except ValueError:
                 raise InvalidArgument("Invalid page_token.", param="page_token") from None
-        tasks = await self._store.list_video_tasks(principal.key_id, size + 1, before)
+        tasks = await self._tasks.list_video_tasks(principal.key_id, size + 1, before)
         token = ""
         if len(tasks) > size:
             tasks = tasks[:size]
@@ -189,7 +196,7 @@ class VideoUseCase:
 
 
 class FileUseCase:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: FileStore) -> None:
         self._store = store
 
     async def get(self, principal: Principal, file_id: str) -> StoredFile:

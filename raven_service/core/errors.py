@@ -11,6 +11,7 @@ RavenError
  ├── UpstreamError(provider, status, kind, retryable, retry_after)
  │    └── UpstreamTimeout            connect / first byte / idle timeout
  └── Unavailable                     Raven itself cannot serve (shutting down, no route)
+      └── StoreUnavailable           Raven's own store or limiter is unreachable (503 + Retry-After)
 """
 
 from __future__ import annotations
@@ -142,3 +143,15 @@ class UpstreamTimeout(UpstreamError):
 class Unavailable(RavenError):
     code = "unavailable"
 
+
+class StoreUnavailable(Unavailable):
+    """Raven's own state (database, Redis) cannot be reached: the caller's 503, never an upstream's 502.
+
+    The message is generic on purpose: hosts, ports and driver errors go to the log only."""
+
+    code = "raven_unavailable"
+
+    def __init__(self, message: str = "Raven is temporarily unavailable. Please retry.", *,
+                 retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -13,9 +13,11 @@ from raven_service.core.types import (
     ApiKey,
     ChatEvent,
     ChatResult,
+    CreditHold,
     GeneratedImage,
     ImageRequest,
     ProviderChatRequest,
+    Settlement,
     StoredFile,
     UsageRecord,
     UsageSummary,
@@ -73,14 +75,11 @@ class VideoProvider(Protocol):
 
 
 # ------------------------------------------------------------------------------------ storage
-class Store(Protocol):
-    """Durable state: keys, credits, usage, files, video tasks. SQLite or PostgreSQL."""
+# The store is split by the power each use case needs: a use case holds only the ports it uses.
+# Every method may raise `core.errors.StoreUnavailable` when the backend cannot be reached.
+class KeyStore(Protocol):
+    """API keys (secrets stored hashed)."""
 
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    # keys
     async def insert_key(self, key: ApiKey) -> None: ...
 
     async def get_key(self, key_id: str) -> ApiKey | None: ...
@@ -103,18 +102,39 @@ class Store(Protocol):
 
     async def count_keys(self) -> int: ...
 
-    # credits: reserve the worst case atomically, settle to the actual cost
-    async def reserve_credits(self, key_id: str, amount: Decimal) -> bool:
-        """Atomically adds `amount` to the key's reservation if used + reserved + amount <= credits
-        (always succeeds for keys without a credit limit). Returns whether it fit."""
+
+class CreditStore(Protocol):
+    """Credit holds: a key's `credits_reserved` is always the sum of its live holds."""
+
+    async def reserve_hold(self, hold: CreditHold) -> bool:
+        """Atomically stores `hold` and adds its amount to the key's reservation iff
+        used + reserved + amount <= credits (always fits for keys without a credit limit; False for
+        an unknown key). Returns whether it fit."""
         ...
 
-    async def settle_credits(self, key_id: str, reserved: Decimal, actual: Decimal) -> None:
-        """Releases `reserved` and adds `actual` to the key's spend, atomically."""
+    async def release_hold(self, hold_id: str) -> bool:
+        """Drops the hold (if it is still live) and its reservation, charging nothing. Idempotent."""
         ...
 
-    # usage
-    async def insert_usage(self, records: Sequence[UsageRecord]) -> None: ...
+    async def renew_holds(self, owner: str, expires_at: float) -> int:
+        """Moves the expiry of every live hold of `owner` to `expires_at`; returns how many."""
+        ...
+
+    async def sweep_holds(self, now: float) -> int:
+        """Releases every hold whose expiry has passed (a killed instance's); returns how many."""
+        ...
+
+    async def list_holds(self, key_id: str) -> list[CreditHold]: ...
+
+
+class UsageStore(Protocol):
+    """The usage ledger. Records arrive only as settlements (record + hold in one transaction)."""
+
+    async def settle(self, settlements: Sequence[Settlement]) -> int:
+        """In ONE transaction, for each settlement whose record id is not stored yet: inserts the
+        record, releases its hold and charges `record.cost` to the key. Already-stored records are
+        skipped (retrying a batch never double-charges). Returns how many were new."""
+        ...
 
     async def get_usage(self, record_id: str) -> UsageRecord | None: ...
 
@@ -124,12 +144,14 @@ class Store(Protocol):
 
     def export_usage(self) -> AsyncIterator[UsageRecord]: ...
 
-    # files
+
+class FileStore(Protocol):
     async def put_file(self, file: StoredFile) -> None: ...
 
     async def get_file(self, file_id: str) -> StoredFile | None: ...
 
-    # video tasks
+
+class VideoTaskStore(Protocol):
     async def create_video_task(self, task: VideoTask) -> tuple[VideoTask, bool]:
         """Inserts the task, or returns the existing one with the same (key_id, request_id) when
         request_id is non-empty. The bool says whether it was created now."""
@@ -146,11 +168,32 @@ class Store(Protocol):
         lease_until = now + lease_seconds. Two workers never claim the same task."""
         ...
 
-    async def update_video_task(self, task: VideoTask) -> None: ...
+    async def update_video_task(self, task: VideoTask, worker: str) -> bool:
+        """Writes the task's mutable fields iff `worker` still holds its lease (fenced:
+        `WHERE id = ? AND lease_owner = ?`). Returns False when the lease was lost."""
+        ...
+
+    async def renew_video_lease(self, task_id: str, worker: str, lease_until: float) -> bool:
+        """Extends the lease iff `worker` still holds it (touches nothing else). False = lost."""
+        ...
+
+    async def finish_video_task(self, task: VideoTask, worker: str, settlement: Settlement) -> bool:
+        """In one transaction: the fenced final update of the task (lease dropped) and, iff it took,
+        the settlement of its hold with its usage record. False (nothing written) when `worker` no
+        longer holds the lease. A task therefore settles exactly once."""
+        ...
 
     async def release_video_tasks(self, worker: str) -> int:
         """Drops `worker`'s leases (shutdown) so other workers pick the tasks up at once."""
         ...
+
+
+class Store(KeyStore, CreditStore, UsageStore, FileStore, VideoTaskStore, Protocol):
+    """Durable state: SQLite or PostgreSQL. Only the composition root holds the whole of it."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 # ------------------------------------------------------------------------------------ limits

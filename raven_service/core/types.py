@@ -271,6 +271,29 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     created_at: float = 0.0
 
 
+class CreditHold(Frozen, frozen=True):
+    """A credit reservation: `amount` held on `key_id` until settled or `expires_at` (unix s).
+
+    `owner` is the instance that renews it while its request runs ('' = a fixed expiry, e.g. a
+    video task's hold). A key's `credits_reserved` always equals the sum of its live holds."""
+
+    id: str
+    key_id: str
+    amount: Decimal
+    owner: str = ""
+    expires_at: float = 0.0
+
+
+class Settlement(Frozen, frozen=True):
+    """The end of one admitted request: its usage record and the hold it settles ('' = none).
+
+    Written in one transaction, keyed by `record.id`: the record is inserted, the hold released and
+    `record.cost` charged; writing the same settlement again changes nothing (idempotent)."""
+
+    record: UsageRecord
+    hold_id: str = ""
+
+
 class UsageSummary(Frozen, frozen=True):
     model: str
     requests: int
@@ -313,3 +336,4 @@ class VideoTask(msgspec.Struct, kw_only=True):
     completed_at: float | None = None
     lease_owner: str = ""
     lease_until: float = 0.0
+    hold_id: str = ""  # the credit hold this task settles when it ends ('' = none)

@@ -1,4 +1,11 @@
-"""API keys: minted secrets, hashed storage, constant-time verification."""
+"""API keys: minted secrets, hashed storage, constant-time verification, and cheap failures.
+
+Failed authentications never cost much: a negative cache answers a repeated bad secret without a
+store query (bounded, short TTL), and failures are counted per client address: past
+`failure_limit` a minute, that address gets 429 without any store query until the minute is over
+(keys already verified and cached keep working, so one abusive client behind a shared address does
+not lock out its neighbours' active keys).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,70 @@ import hmac
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from decimal import Decimal
 
-from raven_service.core.errors import Unauthenticated
-from raven_service.core.ports import Store
+from raven_service.core.errors import RateLimited, Unauthenticated
+from raven_service.core.ports import KeyStore
 from raven_service.core.types import ApiKey, Principal
 
 SECRET_PREFIX = "rk-"
 _CACHE_TTL = 1.0  # seconds an authenticated key is trusted without a store lookup
+NEGATIVE_TTL = 10.0  # seconds a secret that failed is answered 401 without a store lookup
+NEGATIVE_CACHE_SIZE = 10_000
+FAILURE_WINDOW = 60.0
+DEFAULT_FAILURE_LIMIT = 60  # failed authentications per client address and minute, then 429
+_MAX_TRACKED_ADDRESSES = 100_000
+#: What a 401 says for an unknown, revoked or wrong secret (never which of these it was).
+INVALID_KEY_MESSAGE = "Invalid or revoked API key."
+
+
+class FailureCounter:
+    """Failed authentications per client address in fixed one-minute windows (bounded memory)."""
+
+    def __init__(self, limit: int, *, window: float = FAILURE_WINDOW, clock=time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._counts: dict[str, list[float]] = {}  # address -> [window start, failures]
+
+    def _entry(self, address: str, now: float) -> list[float]:
+        entry = self._counts.get(address)
+        if entry is None or now - entry[0] >= self.window:
+            if len(self._counts) >= _MAX_TRACKED_ADDRESSES:
+                self._prune(now)
+            entry = [now, 0.0]
+            self._counts[address] = entry
+        return entry
+
+    def _prune(self, now: float) -> None:
+        for address in [a for a, (start, _) in self._counts.items() if now - start >= self.window]:
+            del self._counts[address]
+        if len(self._counts) >= _MAX_TRACKED_ADDRESSES:
+            self._counts.clear()
+
+    def blocked(self, address: str | None) -> float | None:
+        """Seconds until `address` may try again, or None when it is under the limit."""
+        if not address or self.limit <= 0:
+            return None
+        entry = self._counts.get(address)
+        if entry is None:
+            return None
+        now = self._clock()
+        if now - entry[0] >= self.window or entry[1] < self.limit:
+            return None
+        return max(0.0, entry[0] + self.window - now)
+
+    def failed(self, address: str | None) -> None:
+        if not address or self.limit <= 0:
+            return
+        entry = self._entry(address, self._clock())
+        entry[1] += 1
+
+
+def _too_many(retry_after: float) -> RateLimited:
+    return RateLimited("Too many failed authentication attempts from this address; try again later.",
+                       retry_after=retry_after, code="too_many_auth_failures")
 
 
 def hash_secret(secret: str) -> str:
@@ -49,29 +112,63 @@ def principal_of(key: ApiKey) -> Principal:
 
 class Authenticator:
     """Resolves secrets to principals. Keeps a short-lived cache; revocations through this
-    process invalidate it at once, revocations elsewhere take effect within _CACHE_TTL."""
+    process invalidate it at once, revocations elsewhere take effect within _CACHE_TTL.
 
-    def __init__(self, store: Store, *, clock=time.monotonic) -> None:
+    `client` (the caller's address, see api/context.py) scopes the failed-authentication limit."""
+
+    def __init__(self, store: KeyStore, *, clock=time.monotonic, failure_limit: int = DEFAULT_FAILURE_LIMIT,
+                 negative_ttl: float = NEGATIVE_TTL) -> None:
         self._store = store
         self._clock = clock
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._negative: OrderedDict[str, float] = OrderedDict()  # digest -> expiry
+        self._negative_ttl = negative_ttl
+        self.failures = FailureCounter(failure_limit, clock=clock)
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        secret = bearer_secret(authorization)
+    def _fail(self, client: str | None, exc: Unauthenticated) -> Unauthenticated:
+        self.failures.failed(client)
+        return exc
+
+    async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
+        try:
+            secret = bearer_secret(authorization)
+        except Unauthenticated as exc:
+            if (wait := self.failures.blocked(client)) is not None:
+                raise _too_many(wait) from None
+            raise self._fail(client, exc) from None
         digest = hash_secret(secret)
         now = self._clock()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
+        if (wait := self.failures.blocked(client)) is not None:
+            raise _too_many(wait)
+        expiry = self._negative.get(digest)
+        if expiry is not None:
+            if expiry > now:
+                raise self._fail(client, Unauthenticated(INVALID_KEY_MESSAGE))
+            del self._negative[digest]
         key = await self._store.get_key_by_hash(digest)
         if key is None or not hmac.compare_digest(key.secret_hash, digest) or key.revoked:
             self._cache.pop(digest, None)
-            raise Unauthenticated("Invalid or revoked API key.")
+            self._remember_bad(digest, now)
+            raise self._fail(client, Unauthenticated(INVALID_KEY_MESSAGE))
         principal = principal_of(key)
         if len(self._cache) > 10000:
             self._cache.clear()
         self._cache[digest] = (now + _CACHE_TTL, principal)
         return principal
+
+    def _remember_bad(self, digest: str, now: float) -> None:
+        negative = self._negative
+        negative[digest] = now + self._negative_ttl
+        negative.move_to_end(digest)
+        while len(negative) > NEGATIVE_CACHE_SIZE:
+            negative.popitem(last=False)
+
+    def forget_failure(self, secret: str) -> None:
+        """A secret just became valid (created or rotated in this process): drop its negative entry."""
+        self._negative.pop(hash_secret(secret), None)
 
     def invalidate(self, key_id: str) -> None:
         for digest, (_, p) in list(self._cache.items()):
@@ -80,7 +177,7 @@ class Authenticator:
 
 
 async def create_key(
-    store: Store,
+    store: KeyStore,
     *,
     name: str,
     rpm: int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from raven_service.core.errors import UpstreamError
@@ -188,7 +188,7 @@ class Router:
         finally:
             await gen.aclose()
 
-    async def stream(self, targets: list[Target], outcome: Outcome) -> AsyncIterator[ChatEvent]:
+    async def stream(self, targets: list[Target], outcome: Outcome) -> AsyncGenerator[ChatEvent, None]:
         """Streams from the first route that produces an event; fails over only before that."""
         gen = self._attempts(targets, outcome)
         try:

@@ -105,7 +105,28 @@ CREATE INDEX video_tasks_key_time ON video_tasks (key_id, created_at, id);
 CREATE INDEX video_tasks_pending ON video_tasks (created_at, id) WHERE state IN ('queued', 'running');
 """
 
-SQLITE: tuple[Migration, ...] = (Migration(1, "keys, usage records, files, video tasks", _SQLITE_V1),)
+# v2: credit holds. The bare `credits_reserved` counter of v1 cannot be reconciled with anything, so
+# it restarts at zero: from here on it is always the sum of the key's live rows in credit_holds.
+_SQLITE_V2 = """
+CREATE TABLE credit_holds (
+    id         TEXT PRIMARY KEY,
+    key_id     TEXT NOT NULL,
+    amount     INTEGER NOT NULL CHECK (amount >= 0),
+    owner      TEXT NOT NULL DEFAULT '',
+    expires_at REAL NOT NULL,
+    created_at REAL NOT NULL
+) STRICT;
+CREATE INDEX credit_holds_key ON credit_holds (key_id);
+CREATE INDEX credit_holds_owner ON credit_holds (owner) WHERE owner != '';
+CREATE INDEX credit_holds_expiry ON credit_holds (expires_at);
+UPDATE api_keys SET credits_reserved = 0;
+ALTER TABLE video_tasks ADD COLUMN hold_id TEXT NOT NULL DEFAULT '';
+"""
+
+SQLITE: tuple[Migration, ...] = (
+    Migration(1, "keys, usage records, files, video tasks", _SQLITE_V1),
+    Migration(2, "credit holds; video tasks carry their hold", _SQLITE_V2),
+)
 
 _POSTGRES_V1 = """
 CREATE TABLE api_keys (
@@ -188,7 +209,26 @@ CREATE INDEX video_tasks_pending ON video_tasks (created_at, id) WHERE state IN 
 
 # PostgreSQL gets its own list (NUMERIC(38, 12) money, BYTEA, arrays, DOUBLE PRECISION times); same
 # versions and meaning as SQLITE so `raven db upgrade` reports the same numbers on both backends.
-POSTGRES: tuple[Migration, ...] = (Migration(1, "keys, usage records, files, video tasks", _POSTGRES_V1),)
+_POSTGRES_V2 = """
+CREATE TABLE credit_holds (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    key_id     TEXT NOT NULL,
+    amount     NUMERIC(38, 12) NOT NULL CHECK (amount >= 0),
+    owner      TEXT NOT NULL DEFAULT '',
+    expires_at DOUBLE PRECISION NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX credit_holds_key ON credit_holds (key_id);
+CREATE INDEX credit_holds_owner ON credit_holds (owner) WHERE owner <> '';
+CREATE INDEX credit_holds_expiry ON credit_holds (expires_at);
+UPDATE api_keys SET credits_reserved = 0;
+ALTER TABLE video_tasks ADD COLUMN hold_id TEXT NOT NULL DEFAULT '';
+"""
+
+POSTGRES: tuple[Migration, ...] = (
+    Migration(1, "keys, usage records, files, video tasks", _POSTGRES_V1),
+    Migration(2, "credit holds; video tasks carry their hold", _POSTGRES_V2),
+)
 
 
 def latest_version(migrations: Sequence[Migration]) -> int:

@@ -5,8 +5,9 @@ Connections come from an asyncpg pool; every method is one statement on one pool
 idempotent video-task create, which are short explicit transactions.
 
 Atomicity across connections, processes and hosts:
-- credits: reservation is one conditional UPDATE (the row lock serializes concurrent reservers,
-  and READ COMMITTED re-evaluates the WHERE on the latest row version), settlement one UPDATE;
+- credits: a hold is one transaction of a conditional UPDATE (the row lock serializes concurrent
+  reservers, and READ COMMITTED re-evaluates the WHERE on the latest row version) and its row; a
+  settlement batch (usage records, hold releases, charges) is one transaction;
 - video-task claims: one UPDATE whose target row is picked with FOR UPDATE SKIP LOCKED, so two
   workers never get the same task and never wait on each other;
 - migrations: every step runs in a transaction holding a transaction-level advisory lock
@@ -23,6 +24,8 @@ database whose schema is behind (run `raven db upgrade`) or newer than this Rave
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
@@ -31,8 +34,11 @@ from typing import Any
 
 import asyncpg
 
+from raven_service.core.errors import StoreUnavailable
 from raven_service.core.types import (
     ApiKey,
+    CreditHold,
+    Settlement,
     StoredFile,
     UsageRecord,
     UsageSummary,
@@ -41,9 +47,13 @@ from raven_service.core.types import (
 )
 from raven_service.storage import migrations
 
+log = logging.getLogger("raven.store")
+
 EXPORT_PAGE_SIZE = 500
 CONNECT_TIMEOUT = 10.0  # seconds to establish one connection
 CLOSE_TIMEOUT = 10.0  # seconds to wait for borrowed connections on close() before terminating
+ACQUIRE_TIMEOUT = 5.0  # seconds to wait for a pooled connection (then StoreUnavailable)
+COMMAND_TIMEOUT = 10.0  # seconds one statement may run (then StoreUnavailable)
 
 # Advisory-lock namespace ("Rave"); the second key is derived from the schema name so upgrades of
 # different schemas in one database do not serialize each other.
@@ -69,7 +79,7 @@ _USAGE_COLUMNS = (
 _VIDEO_COLUMNS = (
     "id, key_id, model, prompt, seconds, width, height, request_id, seed, image, state, progress, "
     "provider, upstream_task_id, file_ids, file_sizes, error, reserved, cost, created_at, "
-    "completed_at, lease_owner, lease_until"
+    "completed_at, lease_owner, lease_until, hold_id"
 )
 
 
@@ -97,10 +107,14 @@ _RESERVE = (
     "UPDATE api_keys SET credits_reserved = credits_reserved + $2 "
     "WHERE id = $1 AND (credits IS NULL OR credits_used + credits_reserved + $2 <= credits)"
 )
-_SETTLE = (
-    "UPDATE api_keys SET credits_reserved = GREATEST(credits_reserved - $2, 0), "
-    "credits_used = credits_used + $3 WHERE id = $1"
+_INSERT_HOLD = (
+    "INSERT INTO credit_holds (id, key_id, amount, owner, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)"
 )
+_DROP_HOLD = "DELETE FROM credit_holds WHERE id = $1 RETURNING key_id, amount"
+_DROP_EXPIRED = "DELETE FROM credit_holds WHERE expires_at < $1 RETURNING key_id, amount"
+# Exact arithmetic, no clamping: credits_reserved is the sum of live holds by construction.
+_APPLY = "UPDATE api_keys SET credits_reserved = credits_reserved - $2, credits_used = credits_used + $3 WHERE id = $1"
+_INSERT_USAGE_NEW = _INSERT_USAGE + " RETURNING id"
 _CLAIM = (
     "UPDATE video_tasks SET lease_owner = $1, lease_until = $3 "
     "WHERE id = ("
@@ -111,7 +125,7 @@ _CLAIM = (
 _UPDATE_VIDEO = (
     "UPDATE video_tasks SET state = $1, progress = $2, provider = $3, upstream_task_id = $4, "
     "file_ids = $5, file_sizes = $6, error = $7, reserved = $8, cost = $9, completed_at = $10, "
-    "lease_owner = $11, lease_until = $12 WHERE id = $13"
+    "lease_owner = $11, lease_until = $12 WHERE id = $13 AND lease_owner = $14"
 )
 _RELEASE = f"UPDATE video_tasks SET lease_owner = '', lease_until = 0 WHERE lease_owner = $1 AND state IN {_PENDING}"
 
@@ -316,24 +330,42 @@ class PostgresStore:
         return int(await self._db.fetchval("SELECT COUNT(*) FROM api_keys"))
 
     # --------------------------------------------------------------------------------- credits
-    async def reserve_credits(self, key_id: str, amount: Decimal) -> bool:
-        """One conditional UPDATE: adds `amount` to the reservation iff it fits (or the key is
-        unlimited). False for an unknown key."""
-        status = await self._db.execute(_RESERVE, key_id, _non_negative(amount, "amount"))
-        return _rowcount(status) == 1
+    async def reserve_hold(self, hold: CreditHold) -> bool:
+        """One transaction: the conditional reservation UPDATE (its row lock serializes reservers of
+        one key) and, iff it fit, the hold row."""
+        amount = _non_negative(hold.amount, "amount")
+        async with self._db.transaction() as conn:
+            if _rowcount(await conn.execute(_RESERVE, hold.key_id, amount)) != 1:
+                return False
+            await conn.execute(_INSERT_HOLD, hold.id, hold.key_id, amount, hold.owner, float(hold.expires_at),
+                               time.time())
+            return True
 
-    async def settle_credits(self, key_id: str, reserved: Decimal, actual: Decimal) -> None:
-        """One UPDATE: reservation -= reserved (floored at 0), spend += actual."""
-        await self._db.execute(_SETTLE, key_id, _non_negative(reserved, "reserved"), _non_negative(actual, "actual"))
+    async def release_hold(self, hold_id: str) -> bool:
+        async with self._db.transaction() as conn:
+            return await _release(conn, await conn.fetch(_DROP_HOLD, hold_id)) > 0
+
+    async def renew_holds(self, owner: str, expires_at: float) -> int:
+        return _rowcount(await self._db.execute(
+            "UPDATE credit_holds SET expires_at = $2 WHERE owner = $1", owner, float(expires_at)))
+
+    async def sweep_holds(self, now: float) -> int:
+        async with self._db.transaction() as conn:
+            return await _release(conn, await conn.fetch(_DROP_EXPIRED, float(now)))
+
+    async def list_holds(self, key_id: str) -> list[CreditHold]:
+        rows = await self._db.fetch(
+            "SELECT id, key_id, amount, owner, expires_at FROM credit_holds WHERE key_id = $1 ORDER BY id", key_id)
+        return [CreditHold(id=r[0], key_id=r[1], amount=_money_out(r[2]), owner=r[3], expires_at=r[4]) for r in rows]
 
     # ----------------------------------------------------------------------------------- usage
-    async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
-        """Inserts the batch atomically in one pipelined round of statements. A record whose id
-        is already stored is skipped, so retrying a flush never duplicates usage."""
-        if not records:
-            return
-        rows = [_usage_params(record) for record in records]
-        await self._db.executemany(_INSERT_USAGE, rows)
+    async def settle(self, settlements: Sequence[Settlement]) -> int:
+        """The whole batch in one transaction (see `core.ports.UsageStore.settle`)."""
+        if not settlements:
+            return 0
+        rows = [(_usage_params(s.record), s.hold_id) for s in settlements]
+        async with self._db.transaction() as conn:
+            return await _settle(conn, rows)
 
     async def get_usage(self, record_id: str) -> UsageRecord | None:
         row = await self._db.fetchrow(f"SELECT {_USAGE_COLUMNS} FROM usage_records WHERE id = $1", record_id)
@@ -464,25 +496,24 @@ class PostgresStore:
         row = await self._db.fetchrow(_CLAIM, worker, float(now), float(now + lease_seconds))
         return None if row is None else _video_from_row(row)
 
-    async def update_video_task(self, task: VideoTask) -> None:
+    async def update_video_task(self, task: VideoTask, worker: str) -> bool:
         """Writes every mutable field (state, progress, provider, upstream id, files, error,
-        money, completion time, lease); the request fields are immutable."""
-        await self._db.execute(
-            _UPDATE_VIDEO,
-            task.state.value,
-            task.progress,
-            task.provider,
-            task.upstream_task_id,
-            list(task.file_ids),
-            list(task.file_sizes),
-            task.error,
-            _money(task.reserved, "reserved"),
-            _money(task.cost, "cost"),
-            task.completed_at,
-            task.lease_owner,
-            task.lease_until,
-            task.id,
-        )
+        money, completion time, lease) iff `worker` holds the lease; the request fields are immutable."""
+        return _rowcount(await self._db.execute(_UPDATE_VIDEO, *_video_update_params(task, worker))) == 1
+
+    async def renew_video_lease(self, task_id: str, worker: str, lease_until: float) -> bool:
+        return _rowcount(await self._db.execute(
+            f"UPDATE video_tasks SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND state IN {_PENDING}",
+            task_id, worker, float(lease_until))) == 1
+
+    async def finish_video_task(self, task: VideoTask, worker: str, settlement: Settlement) -> bool:
+        params = _video_update_params(task, worker)
+        row = (_usage_params(settlement.record), settlement.hold_id)
+        async with self._db.transaction() as conn:
+            if _rowcount(await conn.execute(_UPDATE_VIDEO, *params)) != 1:
+                return False
+            await _settle(conn, [row])
+            return True
 
     async def release_video_tasks(self, worker: str) -> int:
         """Drops `worker`'s leases on unfinished tasks; returns how many it held."""
@@ -490,10 +521,10 @@ class PostgresStore:
 
     # ------------------------------------------------------------------------------- plumbing
     @property
-    def _db(self) -> asyncpg.Pool:
+    def _db(self) -> _Db:
         if self._pool is None:
             raise RuntimeError("PostgresStore is not open")
-        return self._pool
+        return _Db(self._pool)
 
     async def _connect(self) -> asyncpg.Pool:
         """Creates the pool on first use (open, upgrade or current_version)."""
@@ -507,6 +538,7 @@ class PostgresStore:
                     min_size=self._min_size,
                     max_size=self._max_size,
                     timeout=CONNECT_TIMEOUT,
+                    command_timeout=COMMAND_TIMEOUT,
                     server_settings=settings,
                     reset=_keep_session,
                 )
@@ -517,6 +549,109 @@ class PostgresStore:
         name = (self._schema or "").encode()
         key = zlib.crc32(name) - (1 << 31)  # a signed int4
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, key)
+
+
+#: What "the database cannot be reached" looks like from asyncpg: refused or cut connections, a
+#: terminated backend (pg_terminate_backend, shutdown), timeouts of the pool or of a statement.
+_OUTAGE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+class _Db:
+    """The pool seen through deadlines: every acquire waits at most ACQUIRE_TIMEOUT, every statement
+    runs at most COMMAND_TIMEOUT (the pool's command_timeout), and an outage is StoreUnavailable
+    (the driver's detail, which names hosts, goes to the log only)."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        try:
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                return await getattr(conn, method)(*args)
+        except _OUTAGE as exc:
+            log.warning("postgres store unavailable: %s", type(exc).__name__)
+            raise StoreUnavailable() from exc
+
+    async def execute(self, query: str, *args: Any) -> str:
+        return await self._call("execute", query, *args)
+
+    async def executemany(self, query: str, rows: Any) -> None:
+        await self._call("executemany", query, rows)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._call("fetch", query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        return await self._call("fetchrow", query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._call("fetchval", query, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn, conn.transaction():
+                yield conn
+        except _OUTAGE as exc:
+            log.warning("postgres store unavailable: %s", type(exc).__name__)
+            raise StoreUnavailable() from exc
+
+
+async def _release(conn: asyncpg.Connection, dropped: Sequence[asyncpg.Record]) -> int:
+    """Takes the amounts of just-deleted holds off their keys' reservations."""
+    per_key: dict[str, Decimal] = {}
+    for key_id, amount in dropped:
+        per_key[key_id] = per_key.get(key_id, Decimal(0)) + amount
+    for key_id in sorted(per_key):  # a fixed lock order: concurrent batches never deadlock
+        await conn.execute(_APPLY, key_id, per_key[key_id], Decimal(0))
+    return len(dropped)
+
+
+async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...], str]]) -> int:
+    """Inside a transaction: inserts each new record, drops its hold, charges its cost."""
+    released: dict[str, Decimal] = {}
+    charged: dict[str, Decimal] = {}
+    new = 0
+    for params, hold_id in rows:
+        if await conn.fetchval(_INSERT_USAGE_NEW, *params) is None:
+            continue  # settled before: idempotent
+        new += 1
+        key_id, cost = params[1], params[8]
+        charged[key_id] = charged.get(key_id, Decimal(0)) + cost
+        if hold_id:
+            for hold_key, amount in await conn.fetch(_DROP_HOLD, hold_id):
+                released[hold_key] = released.get(hold_key, Decimal(0)) + amount
+    for key_id in sorted(charged.keys() | released.keys()):
+        await conn.execute(_APPLY, key_id, released.get(key_id, Decimal(0)), charged.get(key_id, Decimal(0)))
+    return new
+
+
+def _video_update_params(task: VideoTask, worker: str) -> tuple[Any, ...]:
+    return (
+        task.state.value,
+        task.progress,
+        task.provider,
+        task.upstream_task_id,
+        list(task.file_ids),
+        list(task.file_sizes),
+        task.error,
+        _money(task.reserved, "reserved"),
+        _money(task.cost, "cost"),
+        task.completed_at,
+        task.lease_owner,
+        task.lease_until,
+        task.id,
+        worker,
+    )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -669,6 +804,7 @@ def _video_params(task: VideoTask) -> tuple[Any, ...]:
         task.completed_at,
         task.lease_owner,
         task.lease_until,
+        task.hold_id,
     )
 
 
@@ -698,4 +834,5 @@ def _video_from_row(row: asyncpg.Record) -> VideoTask:
         completed_at=row["completed_at"],
         lease_owner=row["lease_owner"],
         lease_until=row["lease_until"],
+        hold_id=row["hold_id"],
     )

@@ -6,10 +6,10 @@ serialized per store without an asyncio lock, and a multi-statement transaction 
 on the thread: cancelling the awaiting task can never leave a transaction open half-way (unlike
 driving BEGIN ... COMMIT through separate awaits).
 
-Atomicity: credit reservation, settlement and video-task claims are single SQL statements; in
-SQLite a writing statement takes the database write lock before it reads, so they are atomic
-across connections and processes too (other writers wait up to `busy_timeout`). Multi-statement
-writes use BEGIN IMMEDIATE for the same reason.
+Atomicity: video-task claims are single SQL statements; in SQLite a writing statement takes the
+database write lock before it reads, so they are atomic across connections and processes too
+(other writers wait up to `busy_timeout`). Multi-statement writes (a hold and its reservation; a
+settlement batch: usage records, hold releases and charges) use BEGIN IMMEDIATE for the same reason.
 
 Money is stored as INTEGER pico-credits (`storage.money`); tables are STRICT, so an arithmetic
 overflow into a float is rejected instead of silently stored.
@@ -18,6 +18,7 @@ overflow into a float is rejected instead of silently stored.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -28,8 +29,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from raven_service.core.errors import StoreUnavailable
 from raven_service.core.types import (
     ApiKey,
+    CreditHold,
+    Settlement,
     StoredFile,
     UsageRecord,
     UsageSummary,
@@ -40,6 +44,7 @@ from raven_service.storage import migrations
 from raven_service.storage.money import from_units, to_units
 
 T = TypeVar("T")
+log = logging.getLogger("raven.store")
 
 MIN_SQLITE_VERSION = (3, 37, 0)  # STRICT tables (3.37), RETURNING (3.35)
 BUSY_TIMEOUT_MS = 5000
@@ -59,7 +64,7 @@ _USAGE_COLUMNS = (
 _VIDEO_COLUMNS = (
     "id, key_id, model, prompt, seconds, width, height, request_id, seed, image, state, progress, "
     "provider, upstream_task_id, file_ids, file_sizes, error, reserved, cost, created_at, "
-    "completed_at, lease_owner, lease_until"
+    "completed_at, lease_owner, lease_until, hold_id"
 )
 
 
@@ -78,10 +83,11 @@ _RESERVE = (
     "UPDATE api_keys SET credits_reserved = credits_reserved + ?1 "
     "WHERE id = ?2 AND (credits IS NULL OR credits_used + credits_reserved + ?1 <= credits)"
 )
-_SETTLE = (
-    "UPDATE api_keys SET credits_reserved = MAX(credits_reserved - ?1, 0), "
-    "credits_used = credits_used + ?2 WHERE id = ?3"
-)
+_INSERT_HOLD = "INSERT INTO credit_holds (id, key_id, amount, owner, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+_DROP_HOLD = "DELETE FROM credit_holds WHERE id = ? RETURNING key_id, amount"
+_DROP_EXPIRED = "DELETE FROM credit_holds WHERE expires_at < ? RETURNING key_id, amount"
+# Exact arithmetic, no clamping: credits_reserved is the sum of live holds by construction.
+_APPLY = "UPDATE api_keys SET credits_reserved = credits_reserved - ?, credits_used = credits_used + ? WHERE id = ?"
 _CLAIM = (
     "UPDATE video_tasks SET lease_owner = :worker, lease_until = :until "
     "WHERE id = ("
@@ -93,7 +99,7 @@ _CLAIM = (
 _UPDATE_VIDEO = (
     "UPDATE video_tasks SET state = ?, progress = ?, provider = ?, upstream_task_id = ?, "
     "file_ids = ?, file_sizes = ?, error = ?, reserved = ?, cost = ?, completed_at = ?, "
-    "lease_owner = ?, lease_until = ? WHERE id = ?"
+    "lease_owner = ?, lease_until = ? WHERE id = ? AND lease_owner = ?"
 )
 _RELEASE = f"UPDATE video_tasks SET lease_owner = '', lease_until = 0 WHERE lease_owner = ? AND state IN {_PENDING}"
 
@@ -231,25 +237,40 @@ class SqliteStore:
         return int(row[0]) if row is not None else 0
 
     # --------------------------------------------------------------------------------- credits
-    async def reserve_credits(self, key_id: str, amount: Decimal) -> bool:
-        """One conditional UPDATE: adds `amount` to the reservation iff it fits (or the key is
-        unlimited). False for an unknown key."""
-        units = _non_negative(amount, "amount")
-        return await self._execute(_RESERVE, (units, key_id)) == 1
+    async def reserve_hold(self, hold: CreditHold) -> bool:
+        """One transaction: the conditional reservation UPDATE and, iff it fit, the hold row."""
+        units = _non_negative(hold.amount, "amount")
+        row = (hold.id, hold.key_id, units, hold.owner, hold.expires_at, time.time())
 
-    async def settle_credits(self, key_id: str, reserved: Decimal, actual: Decimal) -> None:
-        """One UPDATE: reservation -= reserved (floored at 0), spend += actual."""
-        params = (_non_negative(reserved, "reserved"), _non_negative(actual, "actual"), key_id)
-        await self._execute(_SETTLE, params)
+        def reserve(conn: sqlite3.Connection) -> bool:
+            if conn.execute(_RESERVE, (units, hold.key_id)).rowcount != 1:
+                return False
+            conn.execute(_INSERT_HOLD, row)
+            return True
+
+        return await self._transaction(reserve)
+
+    async def release_hold(self, hold_id: str) -> bool:
+        return await self._transaction(lambda conn: _release(conn, conn.execute(_DROP_HOLD, (hold_id,)).fetchall()) > 0)
+
+    async def renew_holds(self, owner: str, expires_at: float) -> int:
+        return await self._execute("UPDATE credit_holds SET expires_at = ? WHERE owner = ?", (expires_at, owner))
+
+    async def sweep_holds(self, now: float) -> int:
+        return await self._transaction(lambda conn: _release(conn, conn.execute(_DROP_EXPIRED, (now,)).fetchall()))
+
+    async def list_holds(self, key_id: str) -> list[CreditHold]:
+        rows = await self._fetchall(
+            "SELECT id, key_id, amount, owner, expires_at FROM credit_holds WHERE key_id = ? ORDER BY id", (key_id,))
+        return [CreditHold(id=r[0], key_id=r[1], amount=from_units(r[2]), owner=r[3], expires_at=r[4]) for r in rows]
 
     # ----------------------------------------------------------------------------------- usage
-    async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
-        """Inserts the batch in one transaction. A record whose id is already stored is skipped,
-        so retrying a flush never duplicates usage."""
-        if not records:
-            return
-        rows = [_usage_params(record) for record in records]
-        await self._transaction(lambda conn: conn.executemany(_INSERT_USAGE, rows))
+    async def settle(self, settlements: Sequence[Settlement]) -> int:
+        """The whole batch in one transaction (see `core.ports.UsageStore.settle`)."""
+        if not settlements:
+            return 0
+        rows = [(_usage_params(s.record), s.hold_id) for s in settlements]
+        return await self._transaction(lambda conn: _settle(conn, rows))
 
     async def get_usage(self, record_id: str) -> UsageRecord | None:
         row = await self._fetchone(f"SELECT {_USAGE_COLUMNS} FROM usage_records WHERE id = ?", (record_id,))
@@ -372,27 +393,27 @@ class SqliteStore:
         rows = await self._fetchall(_CLAIM, {"worker": worker, "now": now, "until": now + lease_seconds})
         return _video_from_row(rows[0]) if rows else None
 
-    async def update_video_task(self, task: VideoTask) -> None:
+    async def update_video_task(self, task: VideoTask, worker: str) -> bool:
         """Writes every mutable field (state, progress, provider, upstream id, files, error,
-        money, completion time, lease); the request fields are immutable."""
-        await self._execute(
-            _UPDATE_VIDEO,
-            (
-                task.state.value,
-                task.progress,
-                task.provider,
-                task.upstream_task_id,
-                _json(task.file_ids),
-                _json(task.file_sizes),
-                task.error,
-                to_units(task.reserved),
-                to_units(task.cost),
-                task.completed_at,
-                task.lease_owner,
-                task.lease_until,
-                task.id,
-            ),
-        )
+        money, completion time, lease) iff `worker` holds the lease; the request fields are immutable."""
+        return await self._execute(_UPDATE_VIDEO, _video_update_params(task, worker)) == 1
+
+    async def renew_video_lease(self, task_id: str, worker: str, lease_until: float) -> bool:
+        return await self._execute(
+            f"UPDATE video_tasks SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state IN {_PENDING}",
+            (lease_until, task_id, worker)) == 1
+
+    async def finish_video_task(self, task: VideoTask, worker: str, settlement: Settlement) -> bool:
+        params = _video_update_params(task, worker)
+        row = (_usage_params(settlement.record), settlement.hold_id)
+
+        def finish(conn: sqlite3.Connection) -> bool:
+            if conn.execute(_UPDATE_VIDEO, params).rowcount != 1:
+                return False
+            _settle(conn, [row])
+            return True
+
+        return await self._transaction(finish)
 
     async def release_video_tasks(self, worker: str) -> int:
         """Drops `worker`'s leases on unfinished tasks; returns how many it held."""
@@ -414,10 +435,15 @@ class SqliteStore:
         self._executor = executor
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs `fn(*args)` on the store's worker thread."""
+        """Runs `fn(*args)` on the store's worker thread. The database file being unusable (locked
+        past busy_timeout, I/O error, disk full) is StoreUnavailable; the detail goes to the log."""
         if self._executor is None:
             raise RuntimeError("SqliteStore is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            log.warning("sqlite store unavailable: %s", exc)
+            raise StoreUnavailable() from exc
 
     async def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> int:
         """One autocommit statement; returns the number of rows it changed."""
@@ -542,6 +568,54 @@ def _statements(sql: str) -> Iterator[str]:
         raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:80]!r}")
 
 
+def _release(conn: sqlite3.Connection, dropped: Sequence[sqlite3.Row]) -> int:
+    """Takes the amounts of just-deleted holds off their keys' reservations."""
+    per_key: dict[str, int] = {}
+    for key_id, amount in dropped:
+        per_key[key_id] = per_key.get(key_id, 0) + amount
+    for key_id, amount in per_key.items():
+        conn.execute(_APPLY, (amount, 0, key_id))
+    return len(dropped)
+
+
+def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str]]) -> int:
+    """Inside a transaction: inserts each new record, drops its hold, charges its cost."""
+    released: dict[str, int] = {}
+    charged: dict[str, int] = {}
+    new = 0
+    for params, hold_id in rows:
+        if conn.execute(_INSERT_USAGE, params).rowcount != 1:
+            continue  # settled before: idempotent
+        new += 1
+        key_id, cost = params[1], params[8]
+        charged[key_id] = charged.get(key_id, 0) + cost
+        if hold_id:
+            for hold_key, amount in conn.execute(_DROP_HOLD, (hold_id,)).fetchall():
+                released[hold_key] = released.get(hold_key, 0) + amount
+    for key_id in charged.keys() | released.keys():
+        conn.execute(_APPLY, (released.get(key_id, 0), charged.get(key_id, 0), key_id))
+    return new
+
+
+def _video_update_params(task: VideoTask, worker: str) -> tuple[Any, ...]:
+    return (
+        task.state.value,
+        task.progress,
+        task.provider,
+        task.upstream_task_id,
+        _json(task.file_ids),
+        _json(task.file_sizes),
+        task.error,
+        to_units(task.reserved),
+        to_units(task.cost),
+        task.completed_at,
+        task.lease_owner,
+        task.lease_until,
+        task.id,
+        worker,
+    )
+
+
 def _json(values: Sequence[Any]) -> str:
     return msgspec.json.encode(list(values)).decode()
 
@@ -648,6 +722,7 @@ def _video_params(task: VideoTask) -> tuple[Any, ...]:
         task.completed_at,
         task.lease_owner,
         task.lease_until,
+        task.hold_id,
     )
 
 
@@ -677,4 +752,5 @@ def _video_from_row(row: sqlite3.Row) -> VideoTask:
         completed_at=row["completed_at"],
         lease_owner=row["lease_owner"],
         lease_until=row["lease_until"],
+        hold_id=row["hold_id"],
     )

@@ -211,6 +211,7 @@ async def test_credits_settle_to_actual_cost(svc, channel):
         cs.CreateChatCompletionRequest(model=CHAT, messages=[user("echo: a b c")], max_tokens=50),
         metadata=svc.meta(made.secret))
     await svc.services.admitter.drain()
+    await svc.services.usage.flush()
     key = await svc.services.store.get_key(made.key.id)
     from decimal import Decimal
 

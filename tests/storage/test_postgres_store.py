@@ -16,7 +16,7 @@ import pytest
 from store_backends import PostgresBackend, postgres_backend
 from test_store_contract import make_key, make_task, make_usage
 
-from raven_service.core.types import VideoTask
+from raven_service.core.types import CreditHold, Settlement, VideoTask
 from raven_service.storage import migrations
 from raven_service.storage.postgres import PostgresStore
 
@@ -153,7 +153,8 @@ async def test_reservations_across_pools_never_overshoot(make_store: MakeStore) 
     first, second = await opened(make_store()), await opened(make_store())
     await first.insert_key(make_key(1, credits=D("10")))
 
-    results = await asyncio.gather(*((first, second)[i % 2].reserve_credits("key_1", D("0.07")) for i in range(200)))
+    results = await asyncio.gather(*((first, second)[i % 2].reserve_hold(
+        CreditHold(id=f"hold_{i}", key_id="key_1", amount=D("0.07"), expires_at=2e9)) for i in range(200)))
 
     assert results.count(True) == 142  # floor(10 / 0.07)
     key = await second.get_key("key_1")
@@ -164,12 +165,12 @@ async def test_reservations_across_pools_never_overshoot(make_store: MakeStore) 
 async def test_exact_decimals_roundtrip_as_numeric(make_store: MakeStore, pg: PostgresBackend) -> None:
     store = await opened(make_store())
     await store.insert_key(make_key(1, credits=D("0.000000336")))
-    await store.settle_credits("key_1", D(0), D("0.000000336"))
+    await store.settle([Settlement(record=make_usage(99, cost=D("0.000000336")))])
 
     key = await store.get_key("key_1")
     assert key is not None and key.credits == key.credits_used == D("0.000000336")
     assert str(key.credits) == "3.36E-7" and str(key.credits_reserved) == "0"  # no padding zeros
-    assert not await store.reserve_credits("key_1", D("0.000000000001"))  # exactly used up
+    assert not await store.reserve_hold(CreditHold(id="h", key_id="key_1", amount=D("0.000000000001")))  # used up
     rows = await raw(pg, "SELECT pg_typeof(credits)::text AS t, credits::text AS v FROM api_keys")
     assert [tuple(row) for row in rows] == [("numeric", "0.000000336000")]
 
@@ -177,8 +178,8 @@ async def test_exact_decimals_roundtrip_as_numeric(make_store: MakeStore, pg: Po
     await store.insert_key(make_key(2, credits=big))
     assert (await store.get_key("key_2")) == make_key(2, credits=big)
 
-    await store.insert_usage([make_usage(n, cost=D("0.1")) for n in range(3)])
-    [summary] = await store.summarize_usage("key_1", None, None)
+    await store.settle([Settlement(record=make_usage(n, key_id="key_2", cost=D("0.1"))) for n in range(3)])
+    [summary] = await store.summarize_usage("key_2", None, None)
     assert summary.cost == D("0.3") and str(summary.cost) == "0.3"
 
 
@@ -192,9 +193,7 @@ async def test_amounts_are_rounded_half_even_and_range_checked(make_store: MakeS
         with pytest.raises(ValueError):
             await store.insert_key(make_key(3, credits=bad))
     with pytest.raises(ValueError):
-        await store.reserve_credits("key_1", D("-0.5"))
-    with pytest.raises(ValueError):
-        await store.settle_credits("key_1", D(0), D("-1"))
+        await store.reserve_hold(CreditHold(id="h", key_id="key_1", amount=D("-0.5")))
     with pytest.raises(ValueError):
         await store.update_key("key_1", credits=D("1"), clear_credits=True)
     assert await store.count_keys() == 2
@@ -203,15 +202,17 @@ async def test_amounts_are_rounded_half_even_and_range_checked(make_store: MakeS
 # ------------------------------------------------------------------------------------------ usage
 async def test_usage_batches_are_atomic_and_retry_safe(make_store: MakeStore) -> None:
     store = await opened(make_store())
-    await store.insert_usage([make_usage(n) for n in range(1000)])
-    await store.insert_usage([make_usage(n, prompt_tokens=7) for n in range(500, 1500)])  # a retried flush
+    await store.settle([Settlement(record=make_usage(n)) for n in range(1000)])
+    # a retried flush
+    await store.settle([Settlement(record=make_usage(n, prompt_tokens=7)) for n in range(500, 1500)])
 
     exported = [r async for r in store.export_usage(page_size=333)]
     assert len(exported) == 1500 and len({r.id for r in exported}) == 1500
     assert {r.prompt_tokens for r in exported[:1000]} == {0} and exported[-1].prompt_tokens == 7
 
     with pytest.raises(asyncpg.PostgresError):  # NUL cannot be stored in TEXT: the whole batch fails
-        await store.insert_usage([make_usage(2000), make_usage(2001, model="bad\x00model")])
+        await store.settle([Settlement(record=make_usage(2000)),
+                            Settlement(record=make_usage(2001, model="bad\x00model"))])
     assert await store.get_usage("gen_2000") is None
 
 

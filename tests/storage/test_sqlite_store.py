@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from raven_service.core.types import ApiKey
+from raven_service.core.types import ApiKey, CreditHold, Settlement, UsageRecord
 from raven_service.storage import migrations
 from raven_service.storage.money import MAX_UNITS, from_units, to_units
 from raven_service.storage.sqlite import SqliteStore, _statements
@@ -59,7 +59,7 @@ async def test_open_creates_directory_and_sets_pragmas(store: SqliteStore, db_pa
 
 async def test_money_is_stored_as_integer_pico_credits(store: SqliteStore, db_path: Path) -> None:
     await store.insert_key(key(credits=D("1.5")))
-    await store.settle_credits("k", D(0), D("0.000000336"))
+    await store.settle([Settlement(record=UsageRecord(id="g1", key_id="k", model="m", cost=D("0.000000336")))])
 
     assert raw(db_path, "SELECT credits, typeof(credits), credits_used, typeof(credits_used) FROM api_keys") == [
         (1_500_000_000_000, "integer", 336_000, "integer")
@@ -84,9 +84,7 @@ async def test_amounts_out_of_range_or_negative_are_rejected(store: SqliteStore)
         await store.insert_key(key(credits=D("-1")))
     await store.insert_key(key(credits=D("5")))
     with pytest.raises(ValueError):
-        await store.reserve_credits("k", D("-0.5"))
-    with pytest.raises(ValueError):
-        await store.settle_credits("k", D("0"), D("-1"))
+        await store.reserve_hold(CreditHold(id="h", key_id="k", amount=D("-0.5")))
     with pytest.raises(ValueError):
         await store.update_key("k", credits=D("1"), clear_credits=True)
     stored = await store.get_key("k")

@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 from store_backends import Backend, MigratingStore, OpenStore
 
-from raven_service.core.types import ApiKey, StoredFile, UsageRecord, UsageSummary, VideoState, VideoTask
+from raven_service.core.types import (
+    ApiKey,
+    CreditHold,
+    Settlement,
+    StoredFile,
+    UsageRecord,
+    UsageSummary,
+    VideoState,
+    VideoTask,
+)
 
 D = Decimal
 
@@ -137,90 +146,170 @@ async def test_update_unknown_key_returns_none(store: MigratingStore) -> None:
 
 
 # ---------------------------------------------------------------------------------------- credits
+_holds = iter(range(10**9))
+
+
+def hold(amount: str | Decimal, key_id: str = "key_1", *, owner: str = "i1", expires_at: float = 2e9,
+         hold_id: str | None = None) -> CreditHold:
+    return CreditHold(id=hold_id or f"hold_{next(_holds):06}", key_id=key_id, amount=D(amount), owner=owner,
+                      expires_at=expires_at)
+
+
+async def reserve(store: MigratingStore, amount: str | Decimal, key_id: str = "key_1") -> bool:
+    return await store.reserve_hold(hold(amount, key_id))
+
+
+async def reserved_equals_live_holds(store: MigratingStore, key_id: str = "key_1") -> Decimal:
+    """The invariant of SPEC §9: a key's reservation is exactly the sum of its live holds."""
+    _, reserved = await credit_state(store, key_id)
+    assert reserved == sum((h.amount for h in await store.list_holds(key_id)), D(0))
+    return reserved
+
+
+async def insert_usage(store: MigratingStore, records: list[UsageRecord]) -> int:
+    return await store.settle([Settlement(record=r) for r in records])
+
+
 async def test_concurrent_reservations_never_overshoot(store: MigratingStore) -> None:
     await store.insert_key(make_key(1, credits=D("10")))
 
-    results = await asyncio.gather(*(store.reserve_credits("key_1", D("0.07")) for _ in range(200)))
+    results = await asyncio.gather(*(reserve(store, "0.07") for _ in range(200)))
 
     assert results.count(True) == 142  # floor(10 / 0.07)
     assert await credit_state(store, "key_1") == (D(0), D("9.94"))
-    assert await store.reserve_credits("key_1", D("0.06"))  # exactly fills the limit
-    assert not await store.reserve_credits("key_1", D("0.000000000001"))
+    assert len(await store.list_holds("key_1")) == 142
+    assert await reserved_equals_live_holds(store) == D("9.94")
+    assert await reserve(store, "0.06")  # exactly fills the limit
+    assert not await reserve(store, "0.000000000001")
 
 
 async def test_reservations_from_two_instances_never_overshoot(open_store: OpenStore) -> None:
     first, second = await open_store(), await open_store()
     await first.insert_key(make_key(1, credits=D("7")))
 
-    results = await asyncio.gather(
-        *((first if i % 2 else second).reserve_credits("key_1", D("0.3")) for i in range(200))
-    )
+    results = await asyncio.gather(*(reserve(first if i % 2 else second, "0.3") for i in range(200)))
 
     assert results.count(True) == 23  # floor(7 / 0.3)
     assert await credit_state(second, "key_1") == (D(0), D("6.9"))
+    assert await reserved_equals_live_holds(first) == D("6.9")
 
 
 async def test_decimal_amounts_are_exact(store: MigratingStore) -> None:
     await store.insert_key(make_key(1, credits=D("0.3")))
 
     # 0.1 + 0.1 + 0.1 > 0.3 in binary floating point.
-    assert [await store.reserve_credits("key_1", D("0.1")) for _ in range(4)] == [True, True, True, False]
+    assert [await reserve(store, "0.1") for _ in range(4)] == [True, True, True, False]
 
 
-async def test_settle_releases_reservation_and_adds_actual_spend(store: MigratingStore) -> None:
+async def test_settlement_releases_the_hold_and_charges_the_actual_cost(store: MigratingStore) -> None:
     await store.insert_key(make_key(1, credits=D("1")))
-    assert await store.reserve_credits("key_1", D("0.5"))
+    h = hold("0.5")
+    assert await store.reserve_hold(h)
 
-    await store.settle_credits("key_1", D("0.5"), D("0.000000336"))
+    assert await store.settle([Settlement(record=make_usage(1, cost=D("0.000000336")), hold_id=h.id)]) == 1
 
     assert await credit_state(store, "key_1") == (D("0.000000336"), D(0))
-    assert await store.reserve_credits("key_1", D("0.999999664"))  # exactly what is left
-    assert not await store.reserve_credits("key_1", D("0.000000000001"))
+    assert await store.list_holds("key_1") == []
+    assert await store.get_usage("gen_0001") == make_usage(1, cost=D("0.000000336"))
+    assert await reserve(store, "0.999999664")  # exactly what is left
+    assert not await reserve(store, "0.000000000001")
 
 
-async def test_settle_floors_reservation_and_overspend_blocks_reserving(store: MigratingStore) -> None:
+async def test_settlement_is_idempotent_by_record_id(store: MigratingStore) -> None:
     await store.insert_key(make_key(1, credits=D("1")))
-    assert await store.reserve_credits("key_1", D("0.2"))
+    first, second = hold("0.4"), hold("0.3")
+    assert await store.reserve_hold(first) and await store.reserve_hold(second)
+    settlement = Settlement(record=make_usage(1, cost=D("0.1")), hold_id=first.id)
 
-    await store.settle_credits("key_1", D("0.5"), D("1.2"))  # releases more than was reserved
+    assert await store.settle([settlement]) == 1
+    assert await store.settle([settlement, settlement]) == 0  # a retried batch, a replayed spool
+    # A different hold under an already-settled record id changes nothing either.
+    assert await store.settle([Settlement(record=make_usage(1, cost=D("0.1")), hold_id=second.id)]) == 0
 
-    assert await credit_state(store, "key_1") == (D("1.2"), D(0))
-    assert not await store.reserve_credits("key_1", D("0.000000000001"))
+    assert await credit_state(store, "key_1") == (D("0.1"), D("0.3"))
+    assert await reserved_equals_live_holds(store) == D("0.3")
 
 
-async def test_concurrent_settles_are_not_lost(store: MigratingStore) -> None:
+async def test_cost_above_the_hold_is_charged_in_full(store: MigratingStore) -> None:
+    await store.insert_key(make_key(1, credits=D("1")))
+    h = hold("0.2")
+    assert await store.reserve_hold(h)
+
+    await store.settle([Settlement(record=make_usage(1, cost=D("1.2")), hold_id=h.id)])  # a low estimate
+
+    assert await credit_state(store, "key_1") == (D("1.2"), D(0))  # never clamped
+    assert not await reserve(store, "0.000000000001")
+
+
+async def test_a_batch_settles_many_holds_of_many_keys_at_once(store: MigratingStore) -> None:
     await store.insert_key(make_key(1, credits=D("100")))
-    assert all(await asyncio.gather(*(store.reserve_credits("key_1", D("0.5")) for _ in range(50))))
+    await store.insert_key(make_key(2, credits=D("100")))
+    holds = [hold("0.5", f"key_{1 + n % 2}") for n in range(50)]
+    assert all(await asyncio.gather(*(store.reserve_hold(h) for h in holds)))
 
-    await asyncio.gather(*(store.settle_credits("key_1", D("0.5"), D("0.123")) for _ in range(50)))
+    batch = [Settlement(record=make_usage(n, key_id=h.key_id, cost=D("0.123")), hold_id=h.id)
+             for n, h in enumerate(holds)]
+    assert sum(await asyncio.gather(store.settle(batch[:30]), store.settle(batch[20:]))) == 50
 
-    assert await credit_state(store, "key_1") == (D("6.15"), D(0))
+    assert await credit_state(store, "key_1") == (D("3.075"), D(0))
+    assert await credit_state(store, "key_2") == (D("3.075"), D(0))
 
 
-async def test_unlimited_keys_always_reserve(store: MigratingStore) -> None:
+async def test_release_renew_and_sweep(store: MigratingStore) -> None:
+    await store.insert_key(make_key(1, credits=D("10")))
+    mine = [hold("1", owner="i1", expires_at=100.0) for _ in range(3)]
+    theirs = hold("2", owner="i2", expires_at=100.0)
+    fixed = hold("3", owner="", expires_at=500.0)
+    for h in (*mine, theirs, fixed):
+        assert await store.reserve_hold(h)
+
+    assert await store.release_hold(mine[0].id)
+    assert not await store.release_hold(mine[0].id)  # idempotent
+    assert not await store.release_hold("hold_nope")
+    assert await store.renew_holds("i1", 300.0) == 2
+    assert await store.sweep_holds(now=200.0) == 1  # only i2's hold lapsed (its instance died)
+    assert {h.id for h in await store.list_holds("key_1")} == {mine[1].id, mine[2].id, fixed.id}
+    assert await reserved_equals_live_holds(store) == D("5")
+
+    assert await store.sweep_holds(now=400.0) == 2
+    assert await store.sweep_holds(now=400.0) == 0
+    # A late settlement of a swept hold still records and charges, exactly once.
+    assert await store.settle([Settlement(record=make_usage(1, cost=D("0.5")), hold_id=mine[1].id)]) == 1
+    assert await credit_state(store, "key_1") == (D("0.5"), D("3"))
+    assert await reserved_equals_live_holds(store) == D("3")
+
+
+async def test_unlimited_keys_always_reserve_and_still_count_spend(store: MigratingStore) -> None:
     await store.insert_key(make_key(1))
 
-    results = await asyncio.gather(*(store.reserve_credits("key_1", D("1000")) for _ in range(50)))
+    results = await asyncio.gather(*(reserve(store, "1000") for _ in range(50)))
     assert all(results)
-    await store.settle_credits("key_1", D("50000"), D("0.75"))
+    await insert_usage(store, [make_usage(1, cost=D("0.75"))])
 
-    assert await credit_state(store, "key_1") == (D("0.75"), D(0))
+    assert (await credit_state(store, "key_1"))[0] == D("0.75")
 
 
 async def test_credits_of_unknown_key(store: MigratingStore) -> None:
-    assert not await store.reserve_credits("nope", D("1"))
-    await store.settle_credits("nope", D("1"), D("1"))  # a no-op, not an error
+    assert not await reserve(store, "1", key_id="nope")
+    assert await store.list_holds("nope") == []
     assert await store.count_keys() == 0
 
 
 async def test_new_credit_limit_applies_to_outstanding_spend(store: MigratingStore) -> None:
     await store.insert_key(make_key(1, credits=D("1")))
-    assert await store.reserve_credits("key_1", D("0.75"))
+    assert await reserve(store, "0.75")
 
     await store.update_key("key_1", credits=D("0.8"))
-    assert not await store.reserve_credits("key_1", D("0.1"))
+    assert not await reserve(store, "0.1")
     await store.update_key("key_1", clear_credits=True)
-    assert await store.reserve_credits("key_1", D("0.1"))
+    assert await reserve(store, "0.1")
+
+
+async def test_negative_amounts_are_rejected(store: MigratingStore) -> None:
+    await store.insert_key(make_key(1, credits=D("1")))
+    with pytest.raises(ValueError):
+        await reserve(store, "-0.5")
+    assert await store.list_holds("key_1") == []
 
 
 # ------------------------------------------------------------------------------------------ usage
@@ -243,25 +332,25 @@ async def test_usage_roundtrip(store: MigratingStore) -> None:
         attempts=("deepseek:429", "openai:ok"),
         error="upstream overloaded",
     )
-    await store.insert_usage([record, make_usage(2)])
+    await insert_usage(store, [record, make_usage(2)])
 
     assert await store.get_usage("gen_0001") == record
     assert await store.get_usage("gen_0002") == make_usage(2)
     assert await store.get_usage("gen_9999") is None
-    await store.insert_usage([])
+    assert await insert_usage(store, []) == 0
 
 
 async def test_reinserted_usage_record_is_skipped(store: MigratingStore) -> None:
-    await store.insert_usage([make_usage(1, prompt_tokens=5)])
+    await insert_usage(store, [make_usage(1, prompt_tokens=5)])
 
-    await store.insert_usage([make_usage(1, prompt_tokens=99), make_usage(2)])
+    await insert_usage(store, [make_usage(1, prompt_tokens=99), make_usage(2)])
 
     exported = [r async for r in store.export_usage()]
     assert exported == [make_usage(1, prompt_tokens=5), make_usage(2)]
 
 
 async def test_summarize_usage_by_model_and_period(store: MigratingStore) -> None:
-    await store.insert_usage(
+    await insert_usage(store,
         [
             make_usage(1, created_at=100.0, model="a", prompt_tokens=10, completion_tokens=1, cost=D("0.1")),
             make_usage(2, created_at=150.0, model="a", prompt_tokens=20, completion_tokens=2, cost=D("0.2")),
@@ -293,8 +382,8 @@ async def test_export_usage_pages_in_created_order(store: MigratingStore) -> Non
     )
     assert records[0].id == "gen_0009"
     shuffled = random.Random(7).sample(records, len(records))
-    await store.insert_usage(shuffled[:6])
-    await store.insert_usage(shuffled[6:])
+    await insert_usage(store, shuffled[:6])
+    await insert_usage(store, shuffled[6:])
 
     for page_size in (1, 2, 3, 11, 500):
         assert [r async for r in store.export_usage(page_size=page_size)] == records
@@ -441,7 +530,7 @@ async def test_expired_lease_is_claimed_again(store: MigratingStore) -> None:
     claimed = await store.claim_video_task("w1", now=1000.0, lease_seconds=30)
     assert claimed is not None
     claimed.state = VideoState.RUNNING
-    await store.update_video_task(claimed)
+    assert await store.update_video_task(claimed, "w1")
 
     assert await store.claim_video_task("w2", now=1029.0, lease_seconds=30) is None
     assert await store.claim_video_task("w2", now=1030.0, lease_seconds=30) is None  # strictly before
@@ -453,8 +542,10 @@ async def test_expired_lease_is_claimed_again(store: MigratingStore) -> None:
 
 
 async def test_update_video_task_writes_every_mutable_field(store: MigratingStore) -> None:
-    task = make_task(1, request_id="req", seed=7, image=b"img", reserved=D("0.5"))
+    task = make_task(1, request_id="req", seed=7, image=b"img", reserved=D("0.5"), hold_id="hold_1")
     await store.create_video_task(task)
+    claimed = await store.claim_video_task("w1", now=1000.0, lease_seconds=30)
+    assert claimed is not None and claimed.hold_id == "hold_1"
 
     task.state = VideoState.FAILED
     task.progress = 55
@@ -468,11 +559,12 @@ async def test_update_video_task_writes_every_mutable_field(store: MigratingStor
     task.completed_at = 222.5
     task.lease_owner = "w9"
     task.lease_until = 333.0
-    await store.update_video_task(task)
+    assert await store.update_video_task(task, "w1")
 
     assert await store.get_video_task("vid_0001") == task
     task.completed_at = None
-    await store.update_video_task(task)
+    assert not await store.update_video_task(task, "w1")  # fenced: w9 holds it now
+    assert await store.update_video_task(task, "w9")
     assert await store.get_video_task("vid_0001") == task
 
 
@@ -483,7 +575,7 @@ async def test_release_drops_only_the_workers_unfinished_leases(store: Migrating
     theirs = await store.claim_video_task("w2", now=1000.0, lease_seconds=300)
     assert mine[0] is not None and mine[1] is not None and theirs is not None
     mine[1].state = VideoState.SUCCEEDED
-    await store.update_video_task(mine[1])
+    assert await store.update_video_task(mine[1], "w1")
 
     assert await store.release_video_tasks("w1") == 1
     assert await store.release_video_tasks("w1") == 0
@@ -500,6 +592,37 @@ async def test_release_drops_only_the_workers_unfinished_leases(store: Migrating
     last = await store.claim_video_task("w3", now=1001.0, lease_seconds=300)
     assert last is not None and last.id == "vid_0003"
     assert await store.claim_video_task("w3", now=1001.0, lease_seconds=300) is None
+
+
+async def test_video_leases_are_fenced_and_finish_settles_exactly_once(open_store: OpenStore) -> None:
+    first, second = await open_store(), await open_store()
+    await first.insert_key(make_key(1, credits=D("10")))
+    h = hold("2", owner="", expires_at=5000.0)
+    assert await first.reserve_hold(h)
+    await first.create_video_task(make_task(1, reserved=D("2"), hold_id=h.id))
+    a = await first.claim_video_task("wa", now=1000.0, lease_seconds=30)
+    assert a is not None
+    assert await first.renew_video_lease(a.id, "wa", 1040.0)
+    assert await second.claim_video_task("wb", now=1035.0, lease_seconds=30) is None  # renewed: still a's
+    b = await second.claim_video_task("wb", now=1041.0, lease_seconds=30)  # a's lease lapsed (a stalled)
+    assert b is not None
+    assert not await first.renew_video_lease(a.id, "wa", 1080.0)
+    a.state, a.progress = VideoState.RUNNING, 50
+    assert not await first.update_video_task(a, "wa")
+
+    def done(task: VideoTask) -> Settlement:
+        task.state, task.cost, task.lease_owner, task.lease_until = VideoState.SUCCEEDED, D("1.5"), "", 0.0
+        return Settlement(record=make_usage(1, id=task.id, kind="video", cost=D("1.5")), hold_id=task.hold_id)
+
+    results = await asyncio.gather(first.finish_video_task(a, "wa", done(a)),
+                                   second.finish_video_task(b, "wb", done(b)))
+    assert results == [False, True]
+    assert not await second.finish_video_task(b, "wb", done(b))  # its lease is gone with the conclusion
+    assert await credit_state(first, "key_1") == (D("1.5"), D(0))
+    assert await first.list_holds("key_1") == []
+    final = await first.get_video_task("vid_0001")
+    assert final is not None and final.state == VideoState.SUCCEEDED and final.lease_owner == ""
+    assert [r.id async for r in first.export_usage()] == ["vid_0001"]
 
 
 # ------------------------------------------------------------------------------------- migrations
