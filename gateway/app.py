@@ -10,6 +10,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from prometheus_client import CollectorRegistry
 
+from gateway.auth import auth_first
 from gateway.backend import Backend
 from gateway.chat import ChatController
 from gateway.config import GatewaySettings
@@ -74,6 +75,7 @@ def create_app(
             GenerationController,
         ],
         security=BEARER,
+        before_request=auth_first,
     )
     return Litestar(
         route_handlers=[v1, healthz, metrics_endpoint, openapi_json],

@@ -41,6 +41,10 @@ CHANNEL_OPTIONS: Final[tuple[tuple[str, Any], ...]] = (
     ("grpc.max_receive_message_length", -1),
 )
 
+#: The HTTP client's address, for the service's failed-authentication limit (trusted by the
+#: service only on the in-process channel and its private unix socket).
+CLIENT_ADDR_KEY: Final = "x-raven-client-addr"
+
 #: Where the request-id middleware stores the id in ``scope["state"]``.
 REQUEST_ID_STATE_KEY: Final = "raven_request_id"
 _MAX_METADATA_VALUE = 4096
@@ -118,13 +122,16 @@ def call_metadata(request: Request[Any, Any, Any]) -> tuple[tuple[str, str], ...
 
     The ``Authorization`` header is forwarded verbatim as ``authorization``; a missing or illegal one
     (non-ASCII, control characters) is left out, so the service answers UNAUTHENTICATED with the
-    same body as for a wrong key. ``x-request-id`` is always sent.
+    same body as for a wrong key. ``x-request-id`` and ``x-raven-client-addr`` (the HTTP peer's
+    address) are always sent.
     """
     rid = request_id(request.scope["state"])
+    client = request.scope.get("client")
+    address = client[0] if client else ""
     authorization = request.headers.get("authorization")
     if authorization and _metadata_safe(authorization):
-        return (("authorization", authorization), ("x-request-id", rid))
-    return (("x-request-id", rid),)
+        return (("authorization", authorization), ("x-request-id", rid), (CLIENT_ADDR_KEY, address))
+    return (("x-request-id", rid), (CLIENT_ADDR_KEY, address))
 
 
 def safe_request_id(raw: bytes | None) -> str:

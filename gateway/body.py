@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_JSON_CONTAINERS",
     "MAX_JSON_DEPTH",
+    "PARSED_BODY_STATE_KEY",
     "StrictJSON",
     "check_depth",
     "extra_fields",
@@ -42,6 +43,8 @@ T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
 
 _EXTRA_ATTR = "_raven_extra_fields"
+#: Where the auth-first hook leaves the decoded body for StrictJSON (``scope["state"]``).
+PARSED_BODY_STATE_KEY = "raven_parsed_body"
 _TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ANY = msgspec.json.Decoder()
 _LOCATED = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -165,7 +168,10 @@ class StrictJSON(AbstractDTO[T]):
     """
 
     def decode_bytes(self, value: bytes) -> Any:
-        """Decode the raw body."""
+        """Decode the raw body (already decoded by the auth-first hook, see gateway/auth.py)."""
+        state = self.asgi_connection.scope["state"]
+        if (parsed := state.pop(PARSED_BODY_STATE_KEY, None)) is not None:
+            return parsed
         return parse_body(value, self.model_type)  # type: ignore[type-var]
 
     def decode_builtins(self, value: dict[str, Any]) -> Any:

@@ -9,18 +9,51 @@ from raven_service.core.errors import RavenError
 from raven_service.core.types import Principal
 from raven_service.policy.auth import Authenticator
 
+#: Metadata the co-located REST gateway sets to the HTTP client's address. Trusted only on the
+#: in-process channel and the private unix socket (`TRUSTED_PEERS`); on the public gRPC port the
+#: caller's own address (`context.peer()`) is used, whatever the metadata says.
+CLIENT_ADDR_KEY = "x-raven-client-addr"
+TRUSTED_PEERS = ("inprocess", "unix:")
 
-def _authorization(context: grpc.aio.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+
+def _peer_host(peer: str) -> str:
+    """The address part of a grpc peer string: "ipv4:1.2.3.4:5" -> "1.2.3.4", "ipv6:[::1]:5" -> "::1"."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0] or rest
+        return host.strip("[]")
+    return peer
+
+
+def client_address(context: grpc.aio.ServicerContext, metadata) -> str:
+    """The caller's address for the failed-authentication limit (see CLIENT_ADDR_KEY)."""
+    try:
+        peer = context.peer() or ""
+    except Exception:  # a context without a peer (tests): treat as local
+        peer = "inprocess"
+    if peer.startswith(TRUSTED_PEERS):
+        for key, value in metadata:
+            if key == CLIENT_ADDR_KEY and value:
+                return value
+        return peer
+    return _peer_host(peer)
+
+
+def _authorization(metadata) -> str | None:
+    for key, value in metadata:
         if key == "authorization":
             return value
     return None
 
 
 async def authenticate(auth: Authenticator, context: grpc.aio.ServicerContext) -> Principal:
-    """The caller's principal, or an UNAUTHENTICATED abort."""
+    """The caller's principal, or an UNAUTHENTICATED (RESOURCE_EXHAUSTED past the failed-auth
+    limit) abort."""
+    metadata = context.invocation_metadata() or ()
     try:
-        return await auth.authenticate(_authorization(context))
+        return await auth.authenticate(_authorization(metadata), client_address(context, metadata))
     except RavenError as exc:
         await abort(context, exc)
         raise AssertionError("unreachable") from exc

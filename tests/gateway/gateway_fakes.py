@@ -371,6 +371,12 @@ class FakeService:
     usage: FakeUsage = field(default_factory=FakeUsage)
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
 
+    def received_beyond_auth_probe(self) -> list[Received]:
+        """Every call but the gateway's auth-first probe (ListModels for capability "-auth-probe-",
+        made when a body is bad so that a bad key answers 401 first)."""
+        return [r for r in self.all_received()
+                if getattr(r.request, "capability", None) != "-auth-probe-"]
+
     def all_received(self) -> list[Received]:
         """Every call any fake received."""
         return [

@@ -210,7 +210,7 @@ async def test_wrong_types_are_400_naming_the_field(
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
     assert error["code"] == code
-    assert fake.all_received() == []
+    assert fake.received_beyond_auth_probe() == []
 
 
 async def test_sdk_sees_validation_param(client: openai.AsyncOpenAI) -> None:
@@ -228,7 +228,7 @@ async def test_malformed_bodies_are_400(http: httpx.AsyncClient, fake: FakeServi
     assert response.status_code == 400, response.text
     assert set(response.json()["error"]) == ERROR_KEYS
     assert response.json()["error"]["type"] == "invalid_request_error"
-    assert fake.all_received() == []
+    assert fake.received_beyond_auth_probe() == []
 
 
 async def test_form_content_type_still_parsed_as_json(http: httpx.AsyncClient, fake: FakeService) -> None:

@@ -106,7 +106,7 @@ async def test_images_strict_types(http: httpx.AsyncClient, fake: FakeService, b
     response = await http.post("/v1/images/generations", json={"model": "m", "prompt": "p", **bad})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == next(iter(bad))
-    assert fake.all_received() == []
+    assert fake.received_beyond_auth_probe() == []
 
 
 # ---------------------------------------------------------------------------------------- videos

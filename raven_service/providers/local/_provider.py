@@ -7,21 +7,28 @@ prefix of the uncut one, and it means a stream never shows text past a stop sequ
 one that straddles tokens: the cut point is known before the first token is sent.
 
 Any upstream model name is accepted, so a config may route its own slugs to `local`.
+
+Replies that follow a client JSON Schema (tool calls, ``response_format`` json_schema) are
+generated off the event loop, in a small thread pool, under the generator's size and time budget
+(`_schema.Budget`): a hostile schema costs its own request a bounded error, never the loop that
+serves everyone else (SPEC §10).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import msgspec
 
-from raven_service.core.errors import UpstreamError
+from raven_service.core.errors import REJECTED, InvalidArgument, UpstreamError
 from raven_service.core.tokens import count_message_tokens, count_tokens, tokenize
 from raven_service.core.types import (
     ChatEvent,
@@ -40,6 +47,7 @@ from raven_service.core.types import (
     VideoState,
 )
 from raven_service.providers.local._images import render_png
+from raven_service.providers.local._schema import BudgetExceeded
 from raven_service.providers.local._text import compose_reply
 from raven_service.providers.local._tools import plan_tool_calls, select_tools
 from raven_service.providers.local._video import encode_video
@@ -49,6 +57,30 @@ __all__ = ["LocalProvider", "LocalVideoStatus"]
 _ARGUMENT_TOKENS_PER_DELTA = 3
 _YIELD_EVERY = 32  # without pacing, let other tasks run every this many tokens
 _MAX_PARALLEL_VIDEOS = 2
+#: Threads generating schema-driven replies (shared by all LocalProviders of the process).
+_PLANNERS = 2
+_planner: ThreadPoolExecutor | None = None
+log = logging.getLogger("raven.providers.local")
+
+
+def _planner_pool() -> ThreadPoolExecutor:
+    global _planner
+    if _planner is None:
+        _planner = ThreadPoolExecutor(max_workers=_PLANNERS, thread_name_prefix="raven-local-schema")
+    return _planner
+
+
+def _uses_schema(request: ChatRequest) -> bool:
+    fmt = request.response_format
+    return bool(request.tools) or (fmt is not None and fmt.type == "json_schema")
+
+
+def _plan(request: ChatRequest, rng: random.Random) -> tuple[list[ToolCall], str]:
+    """The whole reply: tool calls, or else the text (CPU only; may run in a thread)."""
+    tools = select_tools(request)
+    if tools:
+        return plan_tool_calls(request, tools, rng), ""
+    return [], compose_reply(request, rng)
 
 
 # ------------------------------------------------------------------------------------ chat helpers
@@ -183,13 +215,11 @@ class LocalProvider:
         rng = _rng_for(request)
         prompt_tokens = count_message_tokens(request.messages, request.tools)
         pacer = _Pacer(self.first_token_latency, self.tokens_per_second)
-        tools = select_tools(request)
-        if tools:
-            calls = plan_tool_calls(request, tools, rng)
+        calls, text = await self._planned(request, rng)
+        if calls:
             async for event in self._stream_tool_calls(calls, request.max_tokens, pacer, prompt_tokens):
                 yield event
             return
-        text = compose_reply(request, rng)
         pieces = tokenize(text)
         limit, reason = _cut(text, pieces, request.max_tokens, request.stop)
         position = emitted = 0
@@ -203,6 +233,29 @@ class LocalProvider:
             yield TextDelta(text=chunk)
         yield Finish(reason=reason, native=reason)
         yield UsageReport(prompt_tokens=prompt_tokens, completion_tokens=emitted, estimated=False)
+
+    async def _planned(self, request: ChatRequest, rng: random.Random) -> tuple[list[ToolCall], str]:
+        """`_plan`, in the planner threads when a client schema drives it; a schema the budget
+        cannot satisfy is the caller's error (400), never a stalled loop or a 500."""
+        if not _uses_schema(request):
+            return _plan(request, rng)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(_planner_pool(), _plan, request, rng)
+        except InvalidArgument:
+            raise
+        except BudgetExceeded as exc:
+            raise UpstreamError(
+                f"local simulator: generation budget exceeded ({exc})", provider=self.name, kind=REJECTED,
+                public="The schema asks for a larger or more complex value than the local simulator generates "
+                       "(its size and time budget ran out).",
+            ) from None
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError) as exc:
+            log.info("local simulator could not follow a schema: %r", exc)
+            raise UpstreamError(
+                f"local simulator: cannot generate for this schema ({type(exc).__name__})", provider=self.name,
+                kind=REJECTED, public="The local simulator cannot generate a value for this schema.",
+            ) from None
 
     async def _stream_tool_calls(
         self, calls: Sequence[ToolCall], max_tokens: int | None, pacer: _Pacer, prompt_tokens: int

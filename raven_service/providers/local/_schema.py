@@ -9,6 +9,13 @@ min/maxLength, pattern (simple regular expressions are generated, others fall ba
 (date, date-time, time, email, uri, uuid, hostname, ipv4, ipv6 ...), anyOf/oneOf (first
 usable branch), allOf (merged), and $ref to local JSON pointers (#/$defs, #/definitions).
 Recursive schemas are cut short by dropping optional parts beyond a nesting depth.
+
+Hostile schemas (SPEC §10): every generation runs under a `Budget` (values produced, characters
+produced, wall time); past it `BudgetExceeded` is raised instead of growing without bound (a
+self-referencing schema with two required children doubles its work per level). Client regular
+expressions are never executed: strings for ``pattern`` are built from our own parse of the
+pattern (and skipped when their length could exceed the budget), and ``patternProperties`` are
+only used for names generated from them, so no catastrophic backtracking (``(a+)+$``) can occur.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import math
 import random
 import re
 import string
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -25,18 +33,54 @@ from typing import Any
 from raven_service.providers.local import _words as words
 from raven_service.providers.local._words import Hints
 
-__all__ = ["generate_instance"]
+__all__ = ["Budget", "BudgetExceeded", "generate_instance"]
 
 _MAX_DEPTH = 6  # beyond this, optional properties and array items are left out
 _HARD_DEPTH = 32
 _MAX_REF_HOPS = 64
 _PATTERN_ATTEMPTS = 24
+#: Patterns whose generated strings could be longer than this are not generated from.
+_MAX_PATTERN_OUTPUT = 20_000
+
+#: The default budget of one generated instance.
+MAX_VALUES = 100_000
+MAX_CHARS = 2_000_000
+MAX_SECONDS = 2.0
 
 
-def generate_instance(schema: Any, rng: random.Random, hints: Hints | None = None) -> Any:
+class BudgetExceeded(Exception):
+    """The schema needs more values, text or time than the generation budget allows."""
+
+
+class Budget:
+    """Values, characters and wall time one generation may use (checked as it goes)."""
+
+    __slots__ = ("chars", "deadline", "values")
+
+    def __init__(self, values: int = MAX_VALUES, chars: int = MAX_CHARS, seconds: float = MAX_SECONDS) -> None:
+        self.values = values
+        self.chars = chars
+        self.deadline = time.monotonic() + seconds
+
+    def tick(self) -> None:
+        self.values -= 1
+        if self.values < 0:
+            raise BudgetExceeded("too many values")
+        if not self.values & 0xFF and time.monotonic() > self.deadline:
+            raise BudgetExceeded("out of time")
+
+    def text(self, n: int) -> None:
+        self.chars -= n
+        if self.chars < 0:
+            raise BudgetExceeded("too much text")
+
+
+def generate_instance(schema: Any, rng: random.Random, hints: Hints | None = None,
+                      budget: Budget | None = None) -> Any:
     """Returns a JSON-compatible value that validates against `schema` (best effort for
-    unsatisfiable or exotic schemas)."""
-    return _Generator(schema, rng, hints or Hints()).value(schema, 0, "")
+    unsatisfiable or exotic schemas). Raises BudgetExceeded when `budget` (default: `Budget()`)
+    runs out."""
+    return _Generator(schema, rng, hints or Hints(), budget or Budget()).value(schema, 0, "")
 
 
 # --------------------------------------------------------------------------------- schema algebra
@@ -112,10 +156,11 @@ def _is_null_only(schema: Any) -> bool:
 
 # --------------------------------------------------------------------------------- generator
 class _Generator:
-    def __init__(self, root: Any, rng: random.Random, hints: Hints) -> None:
+    def __init__(self, root: Any, rng: random.Random, hints: Hints, budget: Budget) -> None:
         self.root = root
         self.rng = rng
         self.hints = hints
+        self.budget = budget
 
     # -- references and combinators
     def _pointer(self, ref: str) -> Any:
@@ -169,6 +214,7 @@ class _Generator:
 
     # -- dispatch
     def value(self, schema: Any, depth: int, name: str) -> Any:
+        self.budget.tick()
         if depth > _HARD_DEPTH:  # an unsatisfiable recursion (a required self-reference)
             return None
         if schema is True or schema is None:
@@ -177,6 +223,7 @@ class _Generator:
             return None
         schema = self._flatten(schema, depth)
         if "const" in schema:
+            self.budget.text(len(repr(schema["const"])))
             return copy.deepcopy(schema["const"])
         if schema.get("enum"):
             options = [v for v in schema["enum"] if _matches_type(v, schema.get("type"))] or schema["enum"]
@@ -247,9 +294,8 @@ class _Generator:
         props = schema.get("properties") or {}
         if prop in props:
             return props[prop]
-        for pattern, sub in (schema.get("patternProperties") or {}).items():
-            if _safe_search(pattern, prop):
-                return sub
+        # patternProperties are not matched against names: that would run the client's regex
+        # (catastrophic backtracking); names generated from a pattern get its schema directly.
         additional = schema.get("additionalProperties", True)
         return additional if isinstance(additional, dict) else {}
 
@@ -265,7 +311,7 @@ class _Generator:
                 key = pool[(index + self.rng.randrange(len(pool))) % len(pool)]
             return str(key), additional if isinstance(additional, dict) else {}
         for pattern, sub in pattern_props.items():
-            key = self._from_pattern(pattern, 1, 16)
+            key = self._from_pattern(pattern, 1, 16) if isinstance(pattern, str) else None
             if key is not None:
                 return key, sub
         return None, None
@@ -292,6 +338,7 @@ class _Generator:
         out: list[Any] = []
         unique = bool(schema.get("uniqueItems"))
         for i in range(count):
+            self.budget.tick()
             sub = prefix[i] if i < len(prefix) else items
             if i == 0 and isinstance(contains, dict):
                 sub = _merge(sub if isinstance(sub, dict) else {}, contains)
@@ -328,6 +375,7 @@ class _Generator:
     def _distinct(self, value: Any, taken: list[Any]) -> Any:
         """A last resort for uniqueItems: vary a scalar until it is new."""
         for n in range(2, 1000):
+            self.budget.tick()
             if isinstance(value, str):
                 candidate: Any = f"{value}{n}"
             elif isinstance(value, bool) or value is None:
@@ -418,8 +466,13 @@ class _Generator:
         min_len = schema.get("minLength", 0)
         max_len = schema.get("maxLength")
         fmt = schema.get("format")
+        if not isinstance(min_len, int) or isinstance(min_len, bool):
+            min_len = 0
+        if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool)):
+            max_len = None
         if isinstance(fmt, str) and fmt in _FORMATS:
             return _FORMATS[fmt](self.rng, self.hints)
+        self.budget.text(min_len)
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
             made = self._from_pattern(pattern, min_len, max_len)
@@ -428,16 +481,17 @@ class _Generator:
         return _fit(self._text_for(name), min_len, max_len, self.rng)
 
     def _from_pattern(self, pattern: str, min_len: int, max_len: int | None) -> str | None:
+        """A string built from our parse of `pattern` (never running it: see the module docstring)."""
         try:
-            compiled = re.compile(pattern)
             node = _RegexParser(pattern).parse()
-        except (re.error, _Unsupported, IndexError, ValueError):
+        except (_Unsupported, IndexError, ValueError, RecursionError):
+            return None
+        if node.longest() > _MAX_PATTERN_OUTPUT:
             return None
         fallback = None
         for _ in range(_PATTERN_ATTEMPTS):
             candidate = node.generate(self.rng)
-            if not compiled.search(candidate):
-                continue
+            self.budget.text(len(candidate))
             if min_len <= len(candidate) and (max_len is None or len(candidate) <= max_len):
                 return candidate
             fallback = fallback or candidate
@@ -511,13 +565,6 @@ def _singular(name: str) -> str:
     if name.endswith("s") and not name.endswith("ss"):
         return name[:-1]
     return name
-
-
-def _safe_search(pattern: str, text: str) -> bool:
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return False
 
 
 def _fit(text: str, min_len: int, max_len: int | None, rng: random.Random) -> str:
@@ -658,6 +705,10 @@ class _Node:
     def generate(self, rng: random.Random) -> str:
         raise NotImplementedError
 
+    def longest(self) -> int:
+        """An upper bound of the length `generate` can return."""
+        raise NotImplementedError
+
 
 class _Chars(_Node):
     def __init__(self, chars: str) -> None:
@@ -665,6 +716,9 @@ class _Chars(_Node):
 
     def generate(self, rng: random.Random) -> str:
         return rng.choice(self.chars) if self.chars else ""
+
+    def longest(self) -> int:
+        return 1
 
 
 class _Seq(_Node):
@@ -674,6 +728,9 @@ class _Seq(_Node):
     def generate(self, rng: random.Random) -> str:
         return "".join(p.generate(rng) for p in self.parts)
 
+    def longest(self) -> int:
+        return sum(p.longest() for p in self.parts)
+
 
 class _Alt(_Node):
     def __init__(self, options: list[_Node]) -> None:
@@ -682,15 +739,24 @@ class _Alt(_Node):
     def generate(self, rng: random.Random) -> str:
         return rng.choice(self.options).generate(rng)
 
+    def longest(self) -> int:
+        return max(o.longest() for o in self.options)
+
 
 class _Repeat(_Node):
     def __init__(self, node: _Node, low: int, high: int | None) -> None:
         self.node, self.low, self.high = node, low, high
 
-    def generate(self, rng: random.Random) -> str:
+    def _most(self) -> int:
         high = self.high if self.high is not None else self.low + 3
-        count = rng.randint(self.low, max(self.low, min(high, self.low + 6)))
+        return max(self.low, min(high, self.low + 6))
+
+    def generate(self, rng: random.Random) -> str:
+        count = rng.randint(self.low, self._most())
         return "".join(self.node.generate(rng) for _ in range(count))
+
+    def longest(self) -> int:
+        return self._most() * self.node.longest()
 
 
 class _RegexParser:
