@@ -18,7 +18,7 @@ from collections import OrderedDict
 from decimal import Decimal
 
 from raven_service.core.errors import RateLimited, Unauthenticated
-from raven_service.core.ports import Store
+from raven_service.core.ports import KeyStore
 from raven_service.core.types import ApiKey, Principal
 
 SECRET_PREFIX = "rk-"
@@ -116,7 +116,7 @@ class Authenticator:
 
     `client` (the caller's address, see api/context.py) scopes the failed-authentication limit."""
 
-    def __init__(self, store: Store, *, clock=time.monotonic, failure_limit: int = DEFAULT_FAILURE_LIMIT,
+    def __init__(self, store: KeyStore, *, clock=time.monotonic, failure_limit: int = DEFAULT_FAILURE_LIMIT,
                  negative_ttl: float = NEGATIVE_TTL) -> None:
         self._store = store
         self._clock = clock
@@ -177,7 +177,7 @@ class Authenticator:
 
 
 async def create_key(
-    store: Store,
+    store: KeyStore,
     *,
     name: str,
     rpm: int,
