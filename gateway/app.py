@@ -11,9 +11,10 @@ from litestar.datastructures import State
 from prometheus_client import CollectorRegistry
 
 from gateway.auth import auth_first
-from gateway.backend import Backend
+from gateway.backend import DEADLINE, Backend
 from gateway.chat import ChatController
 from gateway.config import GatewaySettings
+from gateway.docs_assets import docs_asset
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.files import FilesController
 from gateway.health import healthz
@@ -47,6 +48,7 @@ def create_app(
         The Litestar app.
     """
     settings = settings or GatewaySettings()
+    DEADLINE[0] = settings.call_deadline
     metrics = GatewayMetrics(metrics_registry)
     state = State({"settings": settings, "metrics": metrics, "backend": Backend(channel) if channel else None})
 
@@ -78,7 +80,7 @@ def create_app(
         before_request=auth_first,
     )
     return Litestar(
-        route_handlers=[v1, healthz, metrics_endpoint, openapi_json],
+        route_handlers=[v1, healthz, metrics_endpoint, openapi_json, docs_asset],
         state=state,
         lifespan=[grpc_channel],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -17,7 +17,7 @@ import grpc
 from litestar import Request
 from litestar.exceptions import HTTPException
 
-from gateway.backend import backend_of, call_metadata
+from gateway.backend import DEADLINE, backend_of, call_metadata
 from gateway.body import PARSED_BODY_STATE_KEY, parse_body
 from gateway.errors import ApiError
 from raven.v1 import model_service_pb2
@@ -35,7 +35,7 @@ async def _probe(request: Request[Any, Any, Any]) -> None:
     """Raises the service's 401 / 429 when the request's key is not good; returns otherwise."""
     try:
         backend = backend_of(request)
-        await backend.models.ListModels(_PROBE, metadata=call_metadata(request))
+        await backend.models.ListModels(_PROBE, metadata=call_metadata(request), timeout=DEADLINE[0])
     except grpc.aio.AioRpcError as exc:
         if exc.code() in _AUTH_CODES:
             raise ApiError.from_rpc_error(exc) from None

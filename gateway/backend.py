@@ -22,6 +22,7 @@ from raven.v1 import (
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "DEADLINE",
     "Backend",
     "backend_of",
     "call_metadata",
@@ -44,6 +45,10 @@ CHANNEL_OPTIONS: Final[tuple[tuple[str, Any], ...]] = (
 #: The HTTP client's address, for the service's failed-authentication limit (trusted by the
 #: service only on the in-process channel and its private unix socket).
 CLIENT_ADDR_KEY: Final = "x-raven-client-addr"
+
+#: Seconds any one gateway->service call may take (set from GatewaySettings.call_deadline by the
+#: app; a module value because every route shares it and it is read on the hot path).
+DEADLINE: list[float] = [660.0]
 
 #: Where the request-id middleware stores the id in ``scope["state"]``.
 REQUEST_ID_STATE_KEY: Final = "raven_request_id"
@@ -101,7 +106,7 @@ async def unary(
     Raises:
         grpc.aio.AioRpcError: the call failed (the app's exception handler maps it).
     """
-    call = method(message, metadata=metadata)
+    call = method(message, metadata=metadata, timeout=DEADLINE[0])
     reply = await call
     return reply, forwarded_headers(await call.initial_metadata(), await call.trailing_metadata())
 

@@ -21,9 +21,12 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
             are sent).
         public_base_url: The externally visible base URL (``https://api.example.com``) used to make
             file URLs absolute; ``None`` uses the scheme, host and port of each request.
+        call_deadline: Seconds any one gateway->service call may take (a stream: to its end); the
+            service's own ``request_timeout`` plus a margin, so the service times out first.
     """
 
     grpc_target: str = "127.0.0.1:50051"
     max_body_bytes: int = 10 * MIB
     keepalive_interval: float = 10.0
     public_base_url: str | None = None
+    call_deadline: float = 660.0

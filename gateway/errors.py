@@ -70,6 +70,7 @@ HTTP_STATUS_BY_CODE: dict[grpc.StatusCode, int] = {
 HTTP_STATUS_BY_REASON: dict[str, int] = {
     "INSUFFICIENT_CREDITS": 402,
     "PAYLOAD_TOO_LARGE": 413,
+    "RAVEN_UNAVAILABLE": 503,  # Raven's own store or limiter is down: not an upstream's 502
 }
 
 #: OpenAI error ``type`` by HTTP status; other 4xx are invalid_request_error, 5xx api_error.
@@ -194,9 +195,11 @@ class ApiError(Exception):
             info, bad_request, retry = _unpack_details(status)
         reason = info.reason if info is not None else ""
         http_status = HTTP_STATUS_BY_REASON.get(reason) or HTTP_STATUS_BY_CODE.get(code, 500)
+        if status is None and code == grpc.StatusCode.UNAVAILABLE:
+            http_status = 503  # the gRPC library's own UNAVAILABLE: the service itself is unreachable
         headers = forwarded_headers(exc.initial_metadata(), exc.trailing_metadata())
         delay = _retry_after(retry)
-        if delay is None and http_status == 429:
+        if delay is None and http_status in (429, 503):
             delay = 1
         if delay is not None:
             headers["retry-after"] = str(delay)

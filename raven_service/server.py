@@ -317,6 +317,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         max_body_bytes=settings.max_body_bytes,
         keepalive_interval=settings.sse_keepalive_seconds,
         public_base_url=settings.public_base_url or None,
+        call_deadline=settings.request_timeout + 60,
     )
     channel = None
     if not unix_link:  # the same servicer objects, called without a socket (see api/inproc.py)

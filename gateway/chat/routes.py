@@ -10,7 +10,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType
 from litestar.params import JSONBody
 from litestar.response import Response, Stream
 
-from gateway.backend import backend_of, call_metadata, settings_of, unary
+from gateway.backend import DEADLINE, backend_of, call_metadata, settings_of, unary
 from gateway.body import StrictJSON
 from gateway.chat.convert import ChunkRenderer, chat_request, completion_from_proto
 from gateway.chat.schemas import ChatCompletion, ChatCompletionRequest
@@ -87,7 +87,7 @@ async def _stream(
     """Start the stream; fail with a real HTTP status if the call fails before its first message."""
     keepalive = settings_of(request).keepalive_interval
     message = chat_request(data, chat_service_pb2.StreamChatCompletionRequest)
-    call = backend_of(request).chat.StreamChatCompletion(message, metadata=metadata)
+    call = backend_of(request).chat.StreamChatCompletion(message, metadata=metadata, timeout=DEADLINE[0])
     stream: RpcStream[chat_service_pb2.StreamChatCompletionResponse]
     stream, first = await open_stream(call, keepalive)
     headers = forwarded_headers(stream.initial_metadata)

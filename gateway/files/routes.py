@@ -10,7 +10,7 @@ from litestar import Controller, Request, get
 from litestar.params import FromPath
 from litestar.response import Stream
 
-from gateway.backend import backend_of, call_metadata
+from gateway.backend import DEADLINE, backend_of, call_metadata
 from gateway.errors import forwarded_headers
 from gateway.openapi import ERROR_RESPONSES
 from gateway.sse import END, Item, RpcStream, open_stream
@@ -40,7 +40,7 @@ class FilesController(Controller):
     async def download_file(self, request: Request[Any, Any, Any], file_id: FromPath[str]) -> Stream:
         """Stream the file's bytes with its MIME type (404 for unknown files and other keys' files)."""
         message = file_service_pb2.DownloadFileRequest(id=file_id)
-        call = backend_of(request).files.DownloadFile(message, metadata=call_metadata(request))
+        call = backend_of(request).files.DownloadFile(message, metadata=call_metadata(request), timeout=DEADLINE[0])
         stream: RpcStream[file_service_pb2.DownloadFileResponse]
         stream, first = await open_stream(call, None, buffer=_BUFFER)
         assert first is not None  # no timeout: the first batch always arrives

@@ -49,7 +49,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         try:
             async with self._chat.admitted(principal, convert.chat_request(request, stream=False)) as adm:
                 done = await self._chat.complete(adm)
-        except RavenError as exc:
+        except Exception as exc:  # a RavenError, or a bug: INTERNAL without its text (logged)
             await abort(context, exc)
             raise
         set_rate_trailer(context, adm.ticket.rate, _extra_meta(done.id, done.dropped, done.provider))
@@ -86,7 +86,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
             ):
                 async for response in responses:
                     yield response
-        except RavenError as exc:
+        except Exception as exc:  # a RavenError, or a bug: INTERNAL without its text (logged)
             await abort(context, exc)
             raise
 

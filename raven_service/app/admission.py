@@ -68,6 +68,9 @@ class Admitter:
         self._hold_ttl = hold_ttl
         self._on_overspend = on_overspend
         self._background: set[asyncio.Task[object]] = set()
+        #: Requests admitted / settled by this instance (equal whenever nothing is in flight).
+        self.admitted_count = 0
+        self.settled_count = 0
 
     async def peek(self, principal: Principal) -> RpmDecision:
         return await self._limiter.peek_rpm(principal.key_id, principal.rpm)
@@ -148,6 +151,7 @@ class Admitter:
             if isinstance(exc, RavenError) and exc.rate is None:
                 exc.rate = rate
             raise
+        self.admitted_count += 1
         return Ticket(id=record_id, principal=principal, rate=rate, slot=slot, hold=hold)
 
     async def _acquire(self, principal: Principal) -> Lease | None:
@@ -180,6 +184,7 @@ class Admitter:
         if ticket.closed:
             return
         ticket.closed = True
+        self.settled_count += 1
         if ticket.slot is not None:
             self._release_slot(ticket.slot)
             ticket.slot = None

@@ -37,7 +37,7 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from raven_service.core.errors import Unavailable
+from raven_service.core.errors import StoreUnavailable
 from raven_service.core.ports import Lease
 from raven_service.policy.ratelimit import WINDOW, RateInfo
 
@@ -45,7 +45,6 @@ log = logging.getLogger("raven.limits")
 
 __all__ = ["RedisLease", "RedisLimiter"]
 
-_UNAVAILABLE: Final = "rate limiter unavailable"
 
 # `%.0f` keeps integers exact where Lua's tostring (%.14g) would round microsecond timestamps.
 _HIT_RPM = """
@@ -168,7 +167,7 @@ class RedisLimiter:
     defaults here). `lease_ttl`: seconds a lease outlives its last renewal. `prefix`: namespace of
     every key. `renew_every`: seconds between renewals (default lease_ttl / 3). `window`: the RPM
     window in seconds (60 in production; shorter in tests). `socket_timeout`: seconds before a
-    Redis call (or connect) fails with `Unavailable`.
+    Redis call (or connect) fails with `StoreUnavailable`.
     """
 
     def __init__(
@@ -249,14 +248,14 @@ class RedisLimiter:
         return self._client
 
     async def _run(self, name: str, key: str, *args: int | float | str) -> Any:
-        """Runs a script (EVALSHA; loaded once) and maps Redis failures to `Unavailable`."""
+        """Runs a script (EVALSHA; loaded once) and maps Redis failures to `StoreUnavailable`."""
         self._redis()
         try:
             return await self._scripts[name](keys=[key], args=list(args))
         except (RedisError, OSError) as exc:
             # Redis error messages name host:port at most, never the password.
             log.warning("rate limiter: redis %s failed: %s", name, type(exc).__name__)
-            raise Unavailable(_UNAVAILABLE) from exc
+            raise StoreUnavailable() from exc
 
     def _rpm_key(self, key_id: str) -> str:
         return f"{self._prefix}rpm:{key_id}"
@@ -325,7 +324,7 @@ class RedisLimiter:
             lease._renewing = True
             try:
                 held = await self._run("acquire", key, limit, self._ttl_ms, lease_id)
-            except Unavailable:
+            except StoreUnavailable:
                 held = None  # logged by _run; try again at the next tick
             finally:
                 lease._renewing = False

@@ -1,7 +1,8 @@
 """Two or more `raven serve` processes sharing one PostgreSQL database and one Redis.
 
 Each test gets a fresh PostgreSQL database and a fresh Redis key prefix. When PostgreSQL or Redis
-is unreachable, every test here is SKIPPED with the reason (never silently passed).
+is unreachable, every test here FAILS when RAVEN_TEST_DATABASE_URL / RAVEN_TEST_REDIS_URL are set
+(as .ci/run sets them) and is skipped with the reason otherwise (never silently passed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from tests_support import backend_missing
 
 PG_URL = os.environ.get("RAVEN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("RAVEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -34,9 +36,11 @@ def _reachable(url: str, default_port: int) -> bool:
 @pytest.fixture(scope="session")
 def backends_available():
     if not _reachable(PG_URL, 5432):
-        pytest.skip(f"PostgreSQL not reachable at {urlsplit(PG_URL).hostname}:{urlsplit(PG_URL).port}")
+        backend_missing(f"PostgreSQL not reachable at {urlsplit(PG_URL).hostname}:{urlsplit(PG_URL).port}",
+                        "RAVEN_TEST_DATABASE_URL")
     if not _reachable(REDIS_URL, 6379):
-        pytest.skip(f"Redis not reachable at {urlsplit(REDIS_URL).hostname}:{urlsplit(REDIS_URL).port}")
+        backend_missing(f"Redis not reachable at {urlsplit(REDIS_URL).hostname}:{urlsplit(REDIS_URL).port}",
+                        "RAVEN_TEST_REDIS_URL")
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import asyncpg
-import pytest
+from tests_support import backend_missing
 
 from raven_service.core.ports import Store
 from raven_service.core.types import UsageRecord
@@ -114,7 +114,7 @@ async def postgres_backend(tmp_path: Path) -> AsyncIterator[PostgresBackend]:
     """A fresh schema (created by the first upgrade), dropped with everything in it afterwards."""
     problem = await postgres_unreachable()
     if problem is not None:
-        pytest.skip(problem)
+        backend_missing(problem, "RAVEN_TEST_DATABASE_URL")
     # Mixed case and a dash: the store must quote the schema name everywhere.
     backend = PostgresBackend(POSTGRES_URL, f"Raven-Test-{secrets.token_hex(6)}")
     try:
