@@ -10,6 +10,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 from litestar.response import Response
 
+from gateway.docs_assets import CSS_URL, FAVICON, JS_URL, PRESET_URL
 from gateway.encoding import encode
 from gateway.errors import ErrorResponse
 
@@ -56,7 +57,12 @@ def openapi_config() -> OpenAPIConfig:
         version="1.0.0",
         description=_DESCRIPTION,
         path="/docs",
-        render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        render_plugins=[
+            # Assets from the gateway itself (gateway/docs_assets.py): the page works offline.
+            SwaggerRenderPlugin(path="/", js_url=JS_URL, css_url=CSS_URL, standalone_preset_js_url=PRESET_URL,
+                                favicon=FAVICON),
+            JsonRenderPlugin(path="/openapi.json"),
+        ],
         components=Components(
             security_schemes={
                 "bearerAuth": SecurityScheme(type="http", scheme="bearer", description="An API key: rk-...")

@@ -2,6 +2,9 @@
 
 Every command takes --config/--data-dir and the RAVEN_* environment, and works on the store
 directly, so `raven keys ...` works whether or not a server is running on that state.
+
+Bad flags and values (SPEC §10) answer with one line on stderr and exit status 2, never a
+traceback; an unexpected failure is one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import logging
 import sys
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import msgspec
 
@@ -22,6 +25,65 @@ from raven_service.config import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from raven_service.storage.postgres import PostgresStore
     from raven_service.storage.sqlite import SqliteStore
+
+
+#: The largest --rpm / --concurrency (stored as 64-bit integers; far beyond any real limit).
+MAX_COUNT = 1_000_000_000
+#: The largest --credits amount the stores can hold exactly (pico-credits in a signed 64-bit integer).
+MAX_CREDITS = Decimal("9000000")
+
+
+class UsageError(Exception):
+    """A bad flag or value: one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ("raven: error: ...") and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer in [0, MAX_COUNT]."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0 to {MAX_COUNT:,})")
+    return value
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port (0 picks a free one)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (0 to 65535)")
+    return value
+
+
+def _workers(text: str) -> int:
+    value = _count(text)
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (1 to 256)")
+    return value
+
+
+def _credits(text: str) -> Decimal:
+    """An argparse type: a decimal amount in [0, MAX_CREDITS]."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal number") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite amount >= 0")
+    if value > MAX_CREDITS:
+        raise argparse.ArgumentTypeError(f"{text} is above the largest storable amount ({MAX_CREDITS})")
+    return value
 
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
@@ -35,17 +97,30 @@ def _store(settings: Settings) -> SqliteStore | PostgresStore:
     return open_store(settings)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _run(coro) -> int:
     try:
         return asyncio.run(coro)
     except ConfigError as exc:
-        print(f"raven: configuration error: {exc}", file=sys.stderr)
+        print(f"raven: configuration error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"raven: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # e.g. the database schema is behind: say so plainly
         if "raven db upgrade" not in str(exc):
-            raise
-        print(f"raven: {exc}", file=sys.stderr)
+            print(f"raven: failed: {_one_line(str(exc))}", file=sys.stderr)
+            return 1
+        print(f"raven: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:  # a port in use, an unreadable data directory ...
+        print(f"raven: failed: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -58,7 +133,25 @@ async def _serve(args: argparse.Namespace) -> int:
         return 0
     from raven_service.server import serve
 
+    if settings.admin_key and not args.worker:
+        await _ensure_admin_key(settings)
     return await serve(settings, worker=args.worker)
+
+
+async def _ensure_admin_key(settings: Settings) -> None:
+    """RAVEN_ADMIN_KEY: make sure the admin key exists before the server starts (so the first start
+    creates no other key and prints no secret)."""
+    from raven_service.policy.auth import ensure_admin_key
+
+    store = _store(settings)
+    await store.open()
+    try:
+        created = await ensure_admin_key(store, settings.admin_key, rpm=settings.default_rpm,
+                                         concurrency=settings.default_concurrency)
+    finally:
+        await store.close()
+    if created is not None:
+        print(f"Created the admin API key from RAVEN_ADMIN_KEY ({created.id})", flush=True)
 
 
 async def _prepare_workers(args: argparse.Namespace) -> int:
@@ -71,6 +164,8 @@ async def _prepare_workers(args: argparse.Namespace) -> int:
         return 2
     from raven_service.policy.auth import create_key
 
+    if settings.admin_key:
+        await _ensure_admin_key(settings)
     store = _store(settings)
     await store.open()
     try:
@@ -89,20 +184,9 @@ async def _keys_create(args: argparse.Namespace) -> int:
     from raven_service.policy.auth import create_key
 
     settings = _settings(args)
-    credits = None
-    if args.credits is not None:
-        try:
-            credits = Decimal(args.credits)
-        except InvalidOperation:
-            print(f"raven: --credits must be a decimal number, got {args.credits!r}", file=sys.stderr)
-            return 2
-        if credits < 0 or not credits.is_finite():
-            print("raven: --credits must be >= 0", file=sys.stderr)
-            return 2
-    for flag in ("rpm", "concurrency"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 0:
-            print(f"raven: --{flag} must be >= 0", file=sys.stderr)
-            return 2
+    credits = args.credits
+    if not args.name.strip() or len(args.name) > 200:
+        raise UsageError("--name must be 1 to 200 characters")
     store = _store(settings)
     await store.open()
     try:
@@ -187,28 +271,30 @@ def _record_type():
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", help="TOML config file (or RAVEN_CONFIG)")
     common.add_argument("--data-dir", help="state directory for the embedded SQLite store (or RAVEN_DATA_DIR)")
-    p = argparse.ArgumentParser(prog="raven", description="Raven: an OpenAI-compatible LLM API router")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="raven", description="Raven: an OpenAI-compatible LLM API router")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("serve", parents=[common], help="run the gRPC service and the REST gateway")
     s.add_argument("--host")
-    s.add_argument("--http-port", type=int)
-    s.add_argument("--grpc-port", type=int)
+    s.add_argument("--http-port", type=_port)
+    s.add_argument("--grpc-port", type=_port)
     s.add_argument("--check-config", action="store_true", help="validate the config and exit")
-    s.add_argument("--workers", type=int, default=1,
+    s.add_argument("--workers", type=_workers, default=1,
                    help="processes sharing the ports (SO_REUSEPORT); > 1 needs PostgreSQL and Redis")
     s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     s.set_defaults(func=_serve)
 
-    k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True,
+                                                                     parser_class=_Parser)
     kc = k.add_parser("create", parents=[common], help="create a key and print its secret once")
     kc.add_argument("--name", required=True)
-    kc.add_argument("--rpm", type=int, help="requests per minute (0 = unlimited)")
-    kc.add_argument("--concurrency", type=int, help="requests in flight (0 = unlimited)")
-    kc.add_argument("--credits", help="credit limit, a decimal in catalogue price units (default unlimited)")
+    kc.add_argument("--rpm", type=_count, help="requests per minute (0 = unlimited)")
+    kc.add_argument("--concurrency", type=_count, help="requests in flight (0 = unlimited)")
+    kc.add_argument("--credits", type=_credits,
+                    help="credit limit, a decimal in catalogue price units (default unlimited)")
     kc.add_argument("--admin", action="store_true", help="may administer keys")
     kc.set_defaults(func=_keys_create)
     kl = k.add_parser("list", parents=[common], help="list keys")
@@ -217,11 +303,13 @@ def parser() -> argparse.ArgumentParser:
     kr.add_argument("id")
     kr.set_defaults(func=_keys_revoke)
 
-    d = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    d = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True,
+                                                                   parser_class=_Parser)
     du = d.add_parser("upgrade", parents=[common], help="apply schema migrations")
     du.set_defaults(func=_db_upgrade)
 
-    u = sub.add_parser("usage", help="usage records").add_subparsers(dest="usage_command", required=True)
+    u = sub.add_parser("usage", help="usage records").add_subparsers(dest="usage_command", required=True,
+                                                                    parser_class=_Parser)
     ue = u.add_parser("export", parents=[common], help="write every usage record to stdout")
     ue.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
     ue.set_defaults(func=_usage_export)
@@ -248,8 +336,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_workers(sys.argv[1:] if argv is None else argv, args.workers)
         return _run(args.func(args))
     except ConfigError as exc:
-        print(f"raven: configuration error: {exc}", file=sys.stderr)
+        print(f"raven: configuration error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except Exception as exc:  # never a traceback for the operator; the detail is in the log
+        logging.getLogger("raven.cli").debug("command failed", exc_info=exc)
+        print(f"raven: failed: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ and `[models."slug"]` tables, exactly as in SPEC §2.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -18,6 +19,9 @@ from raven_service.core.types import OPTIONAL_PARAMS, ModelInfo, Route
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "local")
 CAPABILITIES = ("chat", "tools", "json", "images", "video")
+
+
+_ADMIN_SECRET = re.compile(r"rk-[A-Za-z0-9_-]{32,256}")
 
 
 class ConfigError(ValueError):
@@ -99,6 +103,11 @@ class Settings(msgspec.Struct, kw_only=True):
     #: How the co-located gateway reaches the service: "inprocess" (no socket) or "unix".
     gateway_link: str = "inprocess"
     log_level: str = "info"
+    #: RAVEN_ADMIN_KEY: an `rk-` secret (>= 32 URL-safe characters); start-up ensures an admin key
+    #: with it exists and prints no secret (without it, the first start prints a new one).
+    admin_key: str = ""
+    #: Failed authentications per client address and minute before 429 (0 = no limit).
+    auth_failure_limit_per_minute: int = 60
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
 
@@ -212,6 +221,11 @@ def check_settings(settings: Settings) -> None:
     """Validates values and cross-references; raises ConfigError naming the exact key."""
     if settings.gateway_link not in ("inprocess", "unix"):
         raise ConfigError("gateway_link must be 'inprocess' or 'unix'")
+    if settings.admin_key and not _ADMIN_SECRET.fullmatch(settings.admin_key):
+        raise ConfigError("RAVEN_ADMIN_KEY (admin_key) must be 'rk-' followed by 32 to 256 URL-safe characters "
+                          "(A-Z, a-z, 0-9, '-', '_'); the value given is not")
+    if settings.auth_failure_limit_per_minute < 0:
+        raise ConfigError("auth_failure_limit_per_minute must be >= 0")
     if settings.breaker_threshold < 1:
         raise ConfigError("breaker_threshold must be >= 1")
     if settings.breaker_cooldown_seconds <= 0:

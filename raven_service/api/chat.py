@@ -13,7 +13,6 @@ from raven_service.api import convert
 from raven_service.api.context import authenticate, send_rate, set_rate_trailer
 from raven_service.api.errors import abort
 from raven_service.app.chat import ChatAdmission, ChatUseCase, Served, StreamEnd, StreamFailed
-from raven_service.core.errors import RavenError
 from raven_service.core.types import Finish, TextDelta, ToolCallDelta
 from raven_service.policy.auth import Authenticator
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-
 from typing import Any
 
 from raven_service.core.errors import InvalidArgument

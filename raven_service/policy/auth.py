@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -184,9 +185,11 @@ async def create_key(
     concurrency: int,
     credits: Decimal | None = None,
     admin: bool = False,
+    secret: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """Creates and stores a key; returns it with its secret (to be shown once)."""
-    secret = new_secret()
+    """Creates and stores a key; returns it with its secret (to be shown once). `secret` is
+    minted unless given (the bootstrap admin secret, see `ensure_admin_key`)."""
+    secret = secret or new_secret()
     key = ApiKey(
         id="key_" + uuid.uuid4().hex[:20],
         name=name,
@@ -200,3 +203,24 @@ async def create_key(
     )
     await store.insert_key(key)
     return key, secret
+
+
+#: What RAVEN_ADMIN_KEY must look like: `rk-` and at least 32 URL-safe characters.
+ADMIN_SECRET_FORMAT = re.compile(r"^rk-[A-Za-z0-9_-]{32,256}$")
+
+
+def valid_admin_secret(secret: str) -> bool:
+    return ADMIN_SECRET_FORMAT.fullmatch(secret) is not None
+
+
+async def ensure_admin_key(store: KeyStore, secret: str, *, rpm: int, concurrency: int) -> ApiKey | None:
+    """Bootstrap (SPEC §11): makes sure an admin key with `secret` exists. Returns the key created,
+    or None when one with that secret already exists (whatever its state: a revoked bootstrap key
+    stays revoked). Never prints or logs the secret."""
+    if not valid_admin_secret(secret):
+        raise ValueError("the admin secret must be 'rk-' followed by at least 32 URL-safe characters")
+    if await store.get_key_by_hash(hash_secret(secret)) is not None:
+        return None
+    key, _ = await create_key(store, name="admin (RAVEN_ADMIN_KEY)", rpm=rpm, concurrency=concurrency,
+                              admin=True, secret=secret)
+    return key
