@@ -73,8 +73,6 @@ def json_shape_error(raw: bytes, max_depth: int = MAX_JSON_DEPTH,
     if raw.count(b"[") + raw.count(b"{") <= max_depth:
         return None
     brackets = _STRING.sub(b"", raw).translate(_BRACKETS, _NOT_BRACKETS)
-    if brackets.count(1) > max_containers:
-        return f"The JSON body has too many arrays and objects (at most {max_containers:,})."
     depth = deepest = 0
     for run in _RUNS.findall(brackets):
         if run[0] == 1:
@@ -85,6 +83,8 @@ def json_shape_error(raw: bytes, max_depth: int = MAX_JSON_DEPTH,
             depth -= len(run)
     if deepest > max_depth:
         return f"The JSON body is nested too deeply (at most {max_depth} levels of arrays and objects)."
+    if brackets.count(1) > max_containers:
+        return f"The JSON body has too many arrays and objects (at most {max_containers:,})."
     return None
 
 

@@ -13,6 +13,7 @@ from typing import Final
 
 from litestar import get
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.response import Response
 
 __all__ = ["ASSETS_PATH", "CSS_URL", "FAVICON", "JS_URL", "PRESET_URL", "docs_asset"]
@@ -46,7 +47,7 @@ def _asset(name: str) -> bytes:
 
 
 @get(f"{ASSETS_PATH}/{{name:str}}", include_in_schema=False, sync_to_thread=False)
-def docs_asset(name: str) -> Response[bytes]:
+def docs_asset(name: FromPath[str]) -> Response[bytes]:
     """One Swagger UI asset (cached for a day: the package version pins the content)."""
     media_type = _FILES.get(name)
     if media_type is None:
