@@ -45,8 +45,11 @@ async def test_nesting_inside_strings_does_not_count(rest):
 
 
 async def test_too_many_containers_is_400(rest):
-    body = b'{"model": "raven/local-chat", "messages": [{"role": "user", "content": "hi"}], "x": [' + \
-        b",".join([b"[]"] * 300_000) + b"]}"
+    body = (
+        b'{"model": "raven/local-chat", "messages": [{"role": "user", "content": "hi"}], "x": ['
+        + b",".join([b"[]"] * 300_000)
+        + b"]}"
+    )
     r = await _post(rest, "/v1/chat/completions", body)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_value"
 
@@ -94,48 +97,105 @@ async def test_schema_limits_are_400_naming_the_limit(rest, name, schema, words,
     client = rest.sdk()
     with pytest.raises(openai.BadRequestError) as ei:
         if where == "tools":
-            await client.chat.completions.create(model=CHAT, messages=MSG, tools=[
-                {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
-                    "v": schema}}}}])
+            await client.chat.completions.create(
+                model=CHAT,
+                messages=MSG,
+                tools=[
+                    {
+                        "type": "function",
+                        "function": {"name": "f", "parameters": {"type": "object", "properties": {"v": schema}}},
+                    }
+                ],
+            )
         else:
-            await client.chat.completions.create(model=CHAT, messages=MSG, response_format={
-                "type": "json_schema", "json_schema": {"name": "s", "schema": schema}})
+            await client.chat.completions.create(
+                model=CHAT,
+                messages=MSG,
+                response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+            )
     err = ei.value.body
     assert words in err["message"], err
-    assert err["param"] == ("tools[0].function.parameters" if where == "tools" else
-                            "response_format.json_schema.schema")
+    assert err["param"] == (
+        "tools[0].function.parameters" if where == "tools" else "response_format.json_schema.schema"
+    )
 
 
 async def test_schema_at_the_limits_is_served(rest):
-    schema = {"type": "object", "properties": {"tags": {"type": "array", "minItems": 10_000, "maxItems": 10_000,
-                                                          "items": {"type": "string", "pattern": "^[a-z]{3}$"}}},
-              "required": ["tags"]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "tags": {
+                "type": "array",
+                "minItems": 10_000,
+                "maxItems": 10_000,
+                "items": {"type": "string", "pattern": "^[a-z]{3}$"},
+            }
+        },
+        "required": ["tags"],
+    }
     reply = await rest.sdk().chat.completions.create(
-        model=CHAT, messages=MSG, response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}})
+        model=CHAT,
+        messages=MSG,
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+    )
     content = reply.choices[0].message.content
     assert content.startswith('{"tags": [')  # cut at the model's max_output_tokens (finish_reason length)
-    tags = re.findall(r'"([^"]*)"', content[len('{"tags": ['):])
+    tags = re.findall(r'"([^"]*)"', content[len('{"tags": [') :])
     assert len(tags) > 100 and all(re.fullmatch("[a-z]{3}", t) for t in tags)
-    small = {"type": "object", "properties": {"tags": {"type": "array", "minItems": 50, "maxItems": 50,
-                                                         "items": {"type": "string", "pattern": "^[a-z]{3}$"}}},
-             "required": ["tags"]}
+    small = {
+        "type": "object",
+        "properties": {
+            "tags": {
+                "type": "array",
+                "minItems": 50,
+                "maxItems": 50,
+                "items": {"type": "string", "pattern": "^[a-z]{3}$"},
+            }
+        },
+        "required": ["tags"],
+    }
     reply = await rest.sdk().chat.completions.create(
-        model=CHAT, messages=MSG, response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": small}})
+        model=CHAT, messages=MSG, response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": small}}
+    )
     assert len(json.loads(reply.choices[0].message.content)["tags"]) == 50
 
 
 # ------------------------------------------------------------------------- hostile but valid schemas
-SELF_REFERENCE = {"$defs": {"n": {"type": "object", "properties": {"a": {"$ref": "#/$defs/n"}, "b": {"$ref": "#/$defs/n"}},
-                                  "required": ["a", "b"]}}, "$ref": "#/$defs/n"}
-BACKTRACKING = {"type": "object", "patternProperties": {"(a+)+$": {"type": "string", "pattern": "(a+)+$"}},
-                "required": ["a" * 40 + "!"], "additionalProperties": False}
-WIDE = {"type": "array", "minItems": 10_000, "uniqueItems": True,
-        "items": {"type": "object", "minProperties": 10_000, "additionalProperties": {"type": "string",
-                                                                                      "minLength": 10_000}}}
+SELF_REFERENCE = {
+    "$defs": {
+        "n": {
+            "type": "object",
+            "properties": {"a": {"$ref": "#/$defs/n"}, "b": {"$ref": "#/$defs/n"}},
+            "required": ["a", "b"],
+        }
+    },
+    "$ref": "#/$defs/n",
+}
+BACKTRACKING = {
+    "type": "object",
+    "patternProperties": {"(a+)+$": {"type": "string", "pattern": "(a+)+$"}},
+    "required": ["a" * 40 + "!"],
+    "additionalProperties": False,
+}
+WIDE = {
+    "type": "array",
+    "minItems": 10_000,
+    "uniqueItems": True,
+    "items": {
+        "type": "object",
+        "minProperties": 10_000,
+        "additionalProperties": {"type": "string", "minLength": 10_000},
+    },
+}
 UNIQUE_STRINGS = {"type": "array", "minItems": 10_000, "uniqueItems": True, "items": {"type": "string", "maxLength": 1}}
 NESTED_REPEATS = {"type": "string", "pattern": "((a{10000}){10000}){10000}"}
-HOSTILE = [("self reference", SELF_REFERENCE), ("backtracking", BACKTRACKING), ("wide", WIDE),
-           ("unique strings", UNIQUE_STRINGS), ("nested repeats", NESTED_REPEATS)]
+HOSTILE = [
+    ("self reference", SELF_REFERENCE),
+    ("backtracking", BACKTRACKING),
+    ("wide", WIDE),
+    ("unique strings", UNIQUE_STRINGS),
+    ("nested repeats", NESTED_REPEATS),
+]
 
 
 async def _timed(coro) -> tuple[float, object]:
@@ -175,7 +235,9 @@ ROUTES = ["/v1/chat/completions", "/v1/images/generations", "/v1/video/generatio
 
 
 @pytest.mark.parametrize("path", ROUTES)
-@pytest.mark.parametrize("body", [b"", b"{}", b"{not json", b"[" * 100 + b"]" * 100], ids=["empty", "{}", "bad", "deep"])
+@pytest.mark.parametrize(
+    "body", [b"", b"{}", b"{not json", b"[" * 100 + b"]" * 100], ids=["empty", "{}", "bad", "deep"]
+)
 async def test_a_bad_key_is_401_whatever_the_body(rest, path, body):
     for key in ("", "rk-wrong"):
         r = await _post(rest, path, body, key=key)
@@ -186,8 +248,11 @@ async def test_a_bad_key_is_401_whatever_the_body(rest, path, body):
 
 
 async def test_a_revoked_key_is_401_before_the_body(rest):
-    key_id = (await rest.svc.services.store.get_key_by_hash(
-        __import__("raven_service.policy.auth", fromlist=["hash_secret"]).hash_secret(rest.svc.user))).id
+    key_id = (
+        await rest.svc.services.store.get_key_by_hash(
+            __import__("raven_service.policy.auth", fromlist=["hash_secret"]).hash_secret(rest.svc.user)
+        )
+    ).id
     await rest.svc.services.store.update_key(key_id, revoked=True)
     rest.svc.services.auth.invalidate(key_id)
     r = await _post(rest, "/v1/images/generations", b"{}")
@@ -195,7 +260,9 @@ async def test_a_revoked_key_is_401_before_the_body(rest):
 
 
 async def test_oversized_body_with_a_bad_key_is_401(rest):
-    big = b'{"model": "raven/local-chat", "messages": [{"role": "user", "content": "' + b"x" * (2 * 1024 * 1024) + b'"}]}'
+    big = (
+        b'{"model": "raven/local-chat", "messages": [{"role": "user", "content": "' + b"x" * (2 * 1024 * 1024) + b'"}]}'
+    )
     assert (await _post(rest, "/v1/chat/completions", big, key="rk-wrong")).status_code == 401
     assert (await _post(rest, "/v1/chat/completions", big)).status_code == 413
 
@@ -210,8 +277,9 @@ async def test_too_many_messages_and_tools_are_400(rest):
     with pytest.raises(openai.BadRequestError) as ei:
         await client.chat.completions.create(model=CHAT, messages=MSG, tools=tools)
     assert ei.value.body["param"] == "tools" and "512" in ei.value.body["message"]
-    reply = await client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "x"}] * 10_000,
-                                                 max_tokens=5)
+    reply = await client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "x"}] * 10_000, max_tokens=5
+    )
     assert reply.choices[0].message is not None
 
 
@@ -276,8 +344,7 @@ async def test_upstream_failures_never_leak_internals(tmp_path, monkeypatch, cas
     provider = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "connect_timeout": 2}
     if case == "unset key":
         provider["api_key_env"] = "RAVEN_HOSTILE_TEST_KEY"
-    overrides = {"providers": {"up": provider},
-                 "models": {"up/chat": {"routes": [{"provider": "up", "model": "m"}]}}}
+    overrides = {"providers": {"up": provider}, "models": {"up/chat": {"routes": [{"provider": "up", "model": "m"}]}}}
     async with make_rest(tmp_path, **overrides) as rest:
         for stream in (False, True):
             r = await _post(rest, "/v1/chat/completions", {"model": "up/chat", "messages": MSG, "stream": stream})
