@@ -221,6 +221,6 @@ async def ensure_admin_key(store: KeyStore, secret: str, *, rpm: int, concurrenc
         raise ValueError("the admin secret must be 'rk-' followed by at least 32 URL-safe characters")
     if await store.get_key_by_hash(hash_secret(secret)) is not None:
         return None
-    key, _ = await create_key(store, name="admin (RAVEN_ADMIN_KEY)", rpm=rpm, concurrency=concurrency,
+    key, _ = await create_key(store, name="bootstrap-admin", rpm=rpm, concurrency=concurrency,
                               admin=True, secret=secret)
     return key
