@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
+import warnings
 from typing import Any
 
 from raven_service.core.errors import InvalidArgument
@@ -20,6 +22,7 @@ MAX_SCHEMA_DEPTH = 32
 MAX_SCHEMA_NODES = 10_000
 MAX_SCHEMA_COUNT = 10_000  # minItems / minLength / minProperties / minContains and regex {n} repeats
 MAX_PATTERN_CHARS = 1_000
+MAX_IMAGE_PIXELS = 40_000_000  # input images (SPEC §10)
 _COUNT_KEYWORDS = ("minItems", "minLength", "minProperties", "minContains")
 _PATTERN_KEYWORDS = ("pattern",)
 #: A regex repetition {n}, {n,} or {n,m}, with its numbers.
@@ -175,3 +178,22 @@ def validate_schema(schema: Any, param: str) -> None:
         if depth > MAX_SCHEMA_DEPTH:
             raise _schema_error(param, f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
         stack.extend((child, depth + 1) for child in children)
+
+
+def validate_input_image(data: bytes, param: str = "image") -> tuple[int, int]:
+    """The (width, height) of a client image, read from its header only (nothing is decoded);
+    InvalidArgument when it is not an image Pillow reads or has more than MAX_IMAGE_PIXELS pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        raise InvalidArgument(f"'{param}' is not a readable PNG, JPEG or WebP image.", param=param,
+                              code="invalid_value") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InvalidArgument(f"'{param}' has {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} are accepted.",
+                              param=param, code="invalid_value")
+    return width, height

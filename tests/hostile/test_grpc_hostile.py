@@ -119,3 +119,25 @@ async def test_failed_auth_limit_uses_the_peer_not_the_metadata(svc, channel):
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     info, _ = _details(err)
     assert info is not None and info.reason == "TOO_MANY_AUTH_FAILURES"
+
+
+def test_input_images_over_40_megapixels_are_refused_before_decoding():
+    import io
+    import time
+
+    from PIL import Image
+
+    from raven_service.app.validation import validate_input_image
+    from raven_service.core.errors import InvalidArgument
+
+    buf = io.BytesIO()
+    Image.new("1", (13_000, 13_000)).save(buf, "PNG")  # 169 Mpx, a few hundred KB compressed
+    start = time.perf_counter()
+    with pytest.raises(InvalidArgument, match="at most 40,000,000"):
+        validate_input_image(buf.getvalue())
+    assert time.perf_counter() - start < 0.5  # header only, never decoded
+    with pytest.raises(InvalidArgument, match="not a readable"):
+        validate_input_image(b"not an image")
+    small = io.BytesIO()
+    Image.new("RGB", (64, 32)).save(small, "PNG")
+    assert validate_input_image(small.getvalue()) == (64, 32)

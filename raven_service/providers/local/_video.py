@@ -31,6 +31,10 @@ class VideoCancelled(Exception):
     """The job was cancelled while encoding."""
 
 
+#: Input images larger than this are refused before Pillow decodes them (SPEC §10: 40 megapixels).
+_MAX_INPUT_PIXELS = 40_000_000
+
+
 def even_size(width: int, height: int) -> tuple[int, int]:
     """H.264 in yuv420p needs even dimensions: rounds each down to an even number (at least 2)."""
     return max(2, width - width % 2), max(2, height - height % 2)
@@ -39,6 +43,8 @@ def even_size(width: int, height: int) -> tuple[int, int]:
 def _background(prompt: str, seed: int, width: int, height: int, image: bytes | None) -> Image.Image:
     if image is not None:
         with Image.open(io.BytesIO(image)) as source:
+            if source.size[0] * source.size[1] > _MAX_INPUT_PIXELS:  # checked before decoding (SPEC §10)
+                raise ValueError(f"input image too large: {source.size[0]}x{source.size[1]} pixels")
             first = ImageOps.exif_transpose(source).convert("RGB")
         return ImageOps.fit(first, (width, height), Image.Resampling.LANCZOS)
     return render_scene(prompt, seed, 0, width, height, caption=False)
