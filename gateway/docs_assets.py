@@ -41,7 +41,7 @@ def _asset(name: str) -> bytes:
         text = metadata.distribution(_DISTRIBUTION).read_text("LICENSE") or ""
         header = f"Swagger UI, as packaged by the Python distribution {_DISTRIBUTION!r}:\n\n"
         return (header + text).encode()
-    import swagger_ui_bundle  # type: ignore[import-untyped]
+    import swagger_ui_bundle
 
     return (Path(swagger_ui_bundle.swagger_ui_path) / name).read_bytes()
 

@@ -137,7 +137,7 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     usage = Ledger(store, spool_dir=Path(settings.data_dir) / "spool", max_memory=settings.usage_queue_size,
                    flush_interval=settings.usage_flush_interval, observer=metrics.observe)
     usage.start()
-    auth = Authenticator(store)
+    auth = Authenticator(store, failure_limit=settings.auth_failure_limit_per_minute)
     admitter = Admitter(store, limiter, usage, hold_ttl=settings.lease_ttl_seconds,
                         on_overspend=metrics.overspend)
     holds = HoldKeeper(store, admitter.instance_id, ttl=settings.lease_ttl_seconds)

@@ -153,7 +153,7 @@ async def test_servicer_exception_is_generic_500(http: httpx.AsyncClient, fake: 
     assert set(response.json()["error"]) == ERROR_KEYS
 
 
-async def test_service_down_is_502_without_internals() -> None:
+async def test_service_down_is_503_without_internals() -> None:
     channel = grpc.aio.insecure_channel("127.0.0.1:1")
     try:
         app = create_app(GatewaySettings(), channel=channel)
@@ -162,7 +162,8 @@ async def test_service_down_is_502_without_internals() -> None:
             health = await http.get("/healthz")
     finally:
         await channel.close()
-    assert response.status_code == 502
+    assert response.status_code == 503  # Raven itself is unreachable: not an upstream's 502 (SPEC §9)
+    assert response.headers["retry-after"] == "1"
     assert response.json()["error"] == {
         "message": "The service is temporarily unavailable. Please retry.",
         "type": "api_error",
