@@ -245,6 +245,8 @@ class Principal(Frozen, frozen=True):
     rpm: int = 0
     concurrency: int = 0
     has_credit_limit: bool = False
+    # string tags of the key (SPEC §11 `metadata`), sorted by name; snapshotted into usage records
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 class UsageRecord(msgspec.Struct, kw_only=True):
