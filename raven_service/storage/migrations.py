@@ -123,9 +123,49 @@ UPDATE api_keys SET credits_reserved = 0;
 ALTER TABLE video_tasks ADD COLUMN hold_id TEXT NOT NULL DEFAULT '';
 """
 
+# v3: key governance (SPEC §11). Lists and tags are JSON text; `scopes` keeps `admin` in step. Budget
+# spend is exact per calendar window: `budget_windows` holds each window's used and reserved amounts
+# (a hold names the window it reserved in, so settling and releasing it touch that window's row).
+# `key_alerts` remembers each alert threshold crossed per window: one INSERT decides, across all
+# instances, who delivers it (at most once).
+_SQLITE_V3 = """
+ALTER TABLE api_keys ADD COLUMN models TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE api_keys ADD COLUMN expires_at REAL;
+ALTER TABLE api_keys ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN budget INTEGER;
+ALTER TABLE api_keys ADD COLUMN budget_period TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '["inference"]';
+ALTER TABLE api_keys ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE api_keys ADD COLUMN alert_webhook TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN alert_thresholds TEXT NOT NULL DEFAULT '[80,95,100]';
+ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN previous_secret_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN previous_expires_at REAL NOT NULL DEFAULT 0;
+UPDATE api_keys SET scopes = '["admin","inference"]' WHERE admin != 0;
+CREATE INDEX api_keys_previous_hash ON api_keys (previous_secret_hash) WHERE previous_secret_hash != '';
+CREATE INDEX api_keys_created ON api_keys (created_at, id);
+CREATE TABLE budget_windows (
+    key_id       TEXT NOT NULL,
+    window_start REAL NOT NULL,
+    used         INTEGER NOT NULL DEFAULT 0,
+    reserved     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, window_start)
+) STRICT;
+ALTER TABLE credit_holds ADD COLUMN budget_window REAL;
+CREATE TABLE key_alerts (
+    key_id       TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    period_start REAL NOT NULL,
+    threshold    INTEGER NOT NULL,
+    created_at   REAL NOT NULL,
+    PRIMARY KEY (key_id, kind, period_start, threshold)
+) STRICT;
+"""
+
 SQLITE: tuple[Migration, ...] = (
     Migration(1, "keys, usage records, files, video tasks", _SQLITE_V1),
     Migration(2, "credit holds; video tasks carry their hold", _SQLITE_V2),
+    Migration(3, "key governance: models, expiry, tpm, budget windows, scopes, tags, alerts, rotation", _SQLITE_V3),
 )
 
 _POSTGRES_V1 = """
@@ -225,9 +265,44 @@ UPDATE api_keys SET credits_reserved = 0;
 ALTER TABLE video_tasks ADD COLUMN hold_id TEXT NOT NULL DEFAULT '';
 """
 
+_POSTGRES_V3 = """
+ALTER TABLE api_keys ADD COLUMN models TEXT[] NOT NULL DEFAULT '{}';
+ALTER TABLE api_keys ADD COLUMN expires_at DOUBLE PRECISION;
+ALTER TABLE api_keys ADD COLUMN tpm BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN budget NUMERIC(38, 12);
+ALTER TABLE api_keys ADD COLUMN budget_period TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN scopes TEXT[] NOT NULL DEFAULT '{inference}';
+ALTER TABLE api_keys ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE api_keys ADD COLUMN alert_webhook TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN alert_thresholds BIGINT[] NOT NULL DEFAULT '{80,95,100}';
+ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN previous_secret_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN previous_expires_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+UPDATE api_keys SET scopes = '{admin,inference}' WHERE admin;
+CREATE INDEX api_keys_previous_hash ON api_keys (previous_secret_hash) WHERE previous_secret_hash <> '';
+CREATE INDEX api_keys_created ON api_keys (created_at, id);
+CREATE TABLE budget_windows (
+    key_id       TEXT COLLATE "C" NOT NULL,
+    window_start DOUBLE PRECISION NOT NULL,
+    used         NUMERIC(38, 12) NOT NULL DEFAULT 0,
+    reserved     NUMERIC(38, 12) NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, window_start)
+);
+ALTER TABLE credit_holds ADD COLUMN budget_window DOUBLE PRECISION;
+CREATE TABLE key_alerts (
+    key_id       TEXT COLLATE "C" NOT NULL,
+    kind         TEXT NOT NULL,
+    period_start DOUBLE PRECISION NOT NULL,
+    threshold    BIGINT NOT NULL,
+    created_at   DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (key_id, kind, period_start, threshold)
+);
+"""
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "keys, usage records, files, video tasks", _POSTGRES_V1),
     Migration(2, "credit holds; video tasks carry their hold", _POSTGRES_V2),
+    Migration(3, "key governance: models, expiry, tpm, budget windows, scopes, tags, alerts, rotation", _POSTGRES_V3),
 )
 
 
