@@ -162,10 +162,25 @@ CREATE TABLE key_alerts (
 ) STRICT;
 """
 
+# Stored Responses API responses (`store` + `previous_response_id`): per key, until expires_at.
+_SQLITE_V4 = """
+CREATE TABLE responses (
+    id          TEXT PRIMARY KEY,
+    key_id      TEXT NOT NULL,
+    model       TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    input_items TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    expires_at  REAL NOT NULL
+) STRICT;
+CREATE INDEX responses_expiry ON responses (expires_at);
+"""
+
 SQLITE: tuple[Migration, ...] = (
     Migration(1, "keys, usage records, files, video tasks", _SQLITE_V1),
     Migration(2, "credit holds; video tasks carry their hold", _SQLITE_V2),
     Migration(3, "key governance: models, expiry, tpm, budget windows, scopes, tags, alerts, rotation", _SQLITE_V3),
+    Migration(4, "stored Responses API responses", _SQLITE_V4),
 )
 
 _POSTGRES_V1 = """
@@ -299,10 +314,24 @@ CREATE TABLE key_alerts (
 );
 """
 
+_POSTGRES_V4 = """
+CREATE TABLE responses (
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    key_id      TEXT NOT NULL,
+    model       TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    input_items TEXT NOT NULL,
+    created_at  DOUBLE PRECISION NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX responses_expiry ON responses (expires_at);
+"""
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "keys, usage records, files, video tasks", _POSTGRES_V1),
     Migration(2, "credit holds; video tasks carry their hold", _POSTGRES_V2),
     Migration(3, "key governance: models, expiry, tpm, budget windows, scopes, tags, alerts, rotation", _POSTGRES_V3),
+    Migration(4, "stored Responses API responses", _POSTGRES_V4),
 )
 
 
