@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateChatCompletionRequest(_message.Message):
-    __slots__ = ("model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "frequency_penalty", "presence_penalty", "user", "models", "extra_body")
+    __slots__ = ("model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "frequency_penalty", "presence_penalty", "user", "models", "extra_body", "max_completion_tokens", "reasoning")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,8 @@ class CreateChatCompletionRequest(_message.Message):
     USER_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     EXTRA_BODY_FIELD_NUMBER: _ClassVar[int]
+    MAX_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]
     max_tokens: int
@@ -41,7 +43,9 @@ class CreateChatCompletionRequest(_message.Message):
     user: str
     models: _containers.RepeatedScalarFieldContainer[str]
     extra_body: _struct_pb2.Struct
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_chat_pb2.ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., user: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., extra_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    max_completion_tokens: int
+    reasoning: _chat_pb2.ReasoningConfig
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_chat_pb2.ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., user: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., extra_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_completion_tokens: _Optional[int] = ..., reasoning: _Optional[_Union[_chat_pb2.ReasoningConfig, _Mapping]] = ...) -> None: ...
 
 class CreateChatCompletionResponse(_message.Message):
     __slots__ = ("id", "model", "created", "choices", "usage", "provider", "dropped_params")
@@ -62,7 +66,7 @@ class CreateChatCompletionResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ..., choices: _Optional[_Iterable[_Union[_chat_pb2.ChatChoice, _Mapping]]] = ..., usage: _Optional[_Union[_usage_pb2.Usage, _Mapping]] = ..., provider: _Optional[str] = ..., dropped_params: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamChatCompletionRequest(_message.Message):
-    __slots__ = ("model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "frequency_penalty", "presence_penalty", "user", "models", "extra_body")
+    __slots__ = ("model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "frequency_penalty", "presence_penalty", "user", "models", "extra_body", "max_completion_tokens", "reasoning")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +82,8 @@ class StreamChatCompletionRequest(_message.Message):
     USER_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     EXTRA_BODY_FIELD_NUMBER: _ClassVar[int]
+    MAX_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]
     max_tokens: int
@@ -93,7 +99,9 @@ class StreamChatCompletionRequest(_message.Message):
     user: str
     models: _containers.RepeatedScalarFieldContainer[str]
     extra_body: _struct_pb2.Struct
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_chat_pb2.ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., user: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., extra_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    max_completion_tokens: int
+    reasoning: _chat_pb2.ReasoningConfig
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_chat_pb2.ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., user: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., extra_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_completion_tokens: _Optional[int] = ..., reasoning: _Optional[_Union[_chat_pb2.ReasoningConfig, _Mapping]] = ...) -> None: ...
 
 class StreamChatCompletionResponse(_message.Message):
     __slots__ = ("id", "model", "created", "choices", "usage", "error", "provider", "dropped_params")

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14raven/v1/model.proto\x12\x08raven.v1\"R\n\x07Pricing\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\ncompletion\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x14\n\x0cvideo_second\x18\x04 \x01(\t\"\xcb\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\x05\x12\"\n\x07pricing\x18\x07 \x01(\x0b\x32\x11.raven.v1.Pricing\x12\x1c\n\x14supported_parameters\x18\x08 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14raven/v1/model.proto\x12\x08raven.v1\"\x87\x01\n\x07Pricing\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\ncompletion\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x14\n\x0cvideo_second\x18\x04 \x01(\t\x12\x18\n\x10input_cache_read\x18\x05 \x01(\t\x12\x19\n\x11input_cache_write\x18\x06 \x01(\t\"\xe9\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\x05\x12\"\n\x07pricing\x18\x07 \x01(\x0b\x32\x11.raven.v1.Pricing\x12\x1c\n\x14supported_parameters\x18\x08 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\x1c\n\x14\x65mbedding_dimensions\x18\n \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raven.v1.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRICING']._serialized_start=34
-  _globals['_PRICING']._serialized_end=116
-  _globals['_MODEL']._serialized_start=119
-  _globals['_MODEL']._serialized_end=322
+  _globals['_PRICING']._serialized_start=35
+  _globals['_PRICING']._serialized_end=170
+  _globals['_MODEL']._serialized_start=173
+  _globals['_MODEL']._serialized_end=406
 # @@protoc_insertion_point(module_scope)

@@ -24,13 +24,13 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14raven/v1/usage.proto\x12\x08raven.v1\"p\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x11\n\testimated\x18\x05 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14raven/v1/usage.proto\x12\x08raven.v1\"\xc0\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x11\n\testimated\x18\x05 \x01(\x08\x12\x15\n\rcached_tokens\x18\x06 \x01(\x05\x12\x1d\n\x15\x63\x61\x63he_creation_tokens\x18\x07 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x08 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raven.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USAGE']._serialized_start=34
-  _globals['_USAGE']._serialized_end=146
+  _globals['_USAGE']._serialized_start=35
+  _globals['_USAGE']._serialized_end=227
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1craven/v1/usage_service.proto\x12\x08raven.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x03\n\nGeneration\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x16\n\x0eupstream_model\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x05\x12\x12\n\ntotal_cost\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x03\x12\x0f\n\x07ttft_ms\x18\t \x01(\x03\x12\x0e\n\x06status\x18\n \x01(\t\x12\x15\n\rfinish_reason\x18\x0b \x01(\t\x12\x1c\n\x14native_finish_reason\x18\x0c \x01(\t\x12\x10\n\x08streamed\x18\r \x01(\x08\x12\x17\n\x0fusage_estimated\x18\x0e \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x0f \x03(\t\x12\x0e\n\x06key_id\x18\x10 \x01(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x12 \x01(\t\x12\r\n\x05\x65rror\x18\x13 \x01(\t\"\"\n\x14GetGenerationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x15GetGenerationResponse\x12(\n\ngeneration\x18\x01 \x01(\x0b\x32\x14.raven.v1.Generation\"\x7f\n\x0fGetUsageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\nModelUsage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x12\n\ntotal_cost\x18\x05 \x01(\t\"\xa0\x01\n\x10GetUsageResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x12\n\ntotal_cost\x18\x05 \x01(\t\x12$\n\x06models\x18\x06 \x03(\x0b\x32\x14.raven.v1.ModelUsage2\xa3\x01\n\x0cUsageService\x12P\n\rGetGeneration\x12\x1e.raven.v1.GetGenerationRequest\x1a\x1f.raven.v1.GetGenerationResponse\x12\x41\n\x08GetUsage\x12\x19.raven.v1.GetUsageRequest\x1a\x1a.raven.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1craven/v1/usage_service.proto\x12\x08raven.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x03\n\nGeneration\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x16\n\x0eupstream_model\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x05\x12\x12\n\ntotal_cost\x18\x07 \x01(\t\x12\x12\n\nlatency_ms\x18\x08 \x01(\x03\x12\x0f\n\x07ttft_ms\x18\t \x01(\x03\x12\x0e\n\x06status\x18\n \x01(\t\x12\x15\n\rfinish_reason\x18\x0b \x01(\t\x12\x1c\n\x14native_finish_reason\x18\x0c \x01(\t\x12\x10\n\x08streamed\x18\r \x01(\x08\x12\x17\n\x0fusage_estimated\x18\x0e \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x0f \x03(\t\x12\x0e\n\x06key_id\x18\x10 \x01(\t\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x12 \x01(\t\x12\r\n\x05\x65rror\x18\x13 \x01(\t\x12\x15\n\rcached_tokens\x18\x14 \x01(\x05\x12\x1d\n\x15\x63\x61\x63he_creation_tokens\x18\x15 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x16 \x01(\x05\"\"\n\x14GetGenerationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x15GetGenerationResponse\x12(\n\ngeneration\x18\x01 \x01(\x0b\x32\x14.raven.v1.Generation\"\x7f\n\x0fGetUsageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\nModelUsage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x12\n\ntotal_cost\x18\x05 \x01(\t\"\xa0\x01\n\x10GetUsageResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x12\n\ntotal_cost\x18\x05 \x01(\t\x12$\n\x06models\x18\x06 \x03(\x0b\x32\x14.raven.v1.ModelUsage2\xa3\x01\n\x0cUsageService\x12P\n\rGetGeneration\x12\x1e.raven.v1.GetGenerationRequest\x1a\x1f.raven.v1.GetGenerationResponse\x12\x41\n\x08GetUsage\x12\x19.raven.v1.GetUsageRequest\x1a\x1a.raven.v1.GetUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,17 +33,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raven.v1.usage_service_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATION']._serialized_start=76
-  _globals['_GENERATION']._serialized_end=488
-  _globals['_GETGENERATIONREQUEST']._serialized_start=490
-  _globals['_GETGENERATIONREQUEST']._serialized_end=524
-  _globals['_GETGENERATIONRESPONSE']._serialized_start=526
-  _globals['_GETGENERATIONRESPONSE']._serialized_end=591
-  _globals['_GETUSAGEREQUEST']._serialized_start=593
-  _globals['_GETUSAGEREQUEST']._serialized_end=720
-  _globals['_MODELUSAGE']._serialized_start=722
-  _globals['_MODELUSAGE']._serialized_end=837
-  _globals['_GETUSAGERESPONSE']._serialized_start=840
-  _globals['_GETUSAGERESPONSE']._serialized_end=1000
-  _globals['_USAGESERVICE']._serialized_start=1003
-  _globals['_USAGESERVICE']._serialized_end=1166
+  _globals['_GENERATION']._serialized_end=568
+  _globals['_GETGENERATIONREQUEST']._serialized_start=570
+  _globals['_GETGENERATIONREQUEST']._serialized_end=604
+  _globals['_GETGENERATIONRESPONSE']._serialized_start=606
+  _globals['_GETGENERATIONRESPONSE']._serialized_end=671
+  _globals['_GETUSAGEREQUEST']._serialized_start=673
+  _globals['_GETUSAGEREQUEST']._serialized_end=800
+  _globals['_MODELUSAGE']._serialized_start=802
+  _globals['_MODELUSAGE']._serialized_end=917
+  _globals['_GETUSAGERESPONSE']._serialized_start=920
+  _globals['_GETUSAGERESPONSE']._serialized_end=1080
+  _globals['_USAGESERVICE']._serialized_start=1083
+  _globals['_USAGESERVICE']._serialized_end=1246
 # @@protoc_insertion_point(module_scope)

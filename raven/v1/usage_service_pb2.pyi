@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Generation(_message.Message):
-    __slots__ = ("id", "model", "provider", "upstream_model", "prompt_tokens", "completion_tokens", "total_cost", "latency_ms", "ttft_ms", "status", "finish_reason", "native_finish_reason", "streamed", "usage_estimated", "attempts", "key_id", "create_time", "kind", "error")
+    __slots__ = ("id", "model", "provider", "upstream_model", "prompt_tokens", "completion_tokens", "total_cost", "latency_ms", "ttft_ms", "status", "finish_reason", "native_finish_reason", "streamed", "usage_estimated", "attempts", "key_id", "create_time", "kind", "error", "cached_tokens", "cache_creation_tokens", "reasoning_tokens")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,9 @@ class Generation(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CREATION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     provider: str
@@ -49,7 +52,10 @@ class Generation(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     kind: str
     error: str
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., latency_ms: _Optional[int] = ..., ttft_ms: _Optional[int] = ..., status: _Optional[str] = ..., finish_reason: _Optional[str] = ..., native_finish_reason: _Optional[str] = ..., streamed: _Optional[bool] = ..., usage_estimated: _Optional[bool] = ..., attempts: _Optional[_Iterable[str]] = ..., key_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    cached_tokens: int
+    cache_creation_tokens: int
+    reasoning_tokens: int
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., latency_ms: _Optional[int] = ..., ttft_ms: _Optional[int] = ..., status: _Optional[str] = ..., finish_reason: _Optional[str] = ..., native_finish_reason: _Optional[str] = ..., streamed: _Optional[bool] = ..., usage_estimated: _Optional[bool] = ..., attempts: _Optional[_Iterable[str]] = ..., key_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., error: _Optional[str] = ..., cached_tokens: _Optional[int] = ..., cache_creation_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class GetGenerationRequest(_message.Message):
     __slots__ = ("id",)

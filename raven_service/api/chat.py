@@ -13,7 +13,7 @@ from raven_service.api import convert
 from raven_service.api.context import authenticate, send_rate, set_rate_trailer
 from raven_service.api.errors import abort
 from raven_service.app.chat import ChatAdmission, ChatUseCase, Served, StreamEnd, StreamFailed
-from raven_service.core.types import Finish, TextDelta, ToolCallDelta
+from raven_service.core.types import Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from raven_service.policy.auth import Authenticator
 
 _ASSISTANT = "assistant"
@@ -60,13 +60,18 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         )
         if r.content is not None:
             message.content = r.content
+        if r.reasoning:
+            message.reasoning_content = "".join(p.text for p in r.reasoning)
+            message.reasoning.extend(convert.reasoning_parts(r.reasoning))
         return chat_service_pb2.CreateChatCompletionResponse(
             id=done.id,
             model=done.model,
             created=done.created,
             choices=[chat_pb2.ChatChoice(index=0, message=message, finish_reason=r.finish_reason,
                                          native_finish_reason=r.native_finish_reason)],
-            usage=convert.usage(r.prompt_tokens, r.completion_tokens, done.cost, r.usage_estimated),
+            usage=convert.usage(r.prompt_tokens, r.completion_tokens, done.cost, r.usage_estimated,
+                                cached=r.cached_tokens, cache_creation=r.cache_creation_tokens,
+                                reasoning=r.reasoning_tokens),
             provider=done.provider,
             dropped_params=list(done.dropped),
         )
@@ -118,6 +123,12 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
                     if ev.arguments or ev.id is not None:
                         tc.arguments = ev.arguments
                     choice = Choice(index=0, delta=Delta(tool_calls=[tc]))
+                elif type(ev) is ReasoningDelta:
+                    delta = Delta(reasoning=chat_pb2.ReasoningDelta(
+                        index=ev.index, text=ev.text, signature=ev.signature, encrypted=ev.encrypted))
+                    if ev.text:
+                        delta.reasoning_content = ev.text
+                    choice = Choice(index=0, delta=delta)
                 elif type(ev) is Finish:
                     if failed is not None:
                         failed_native = ev.native
@@ -131,8 +142,10 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
                     failed = ev  # reported in the final message, together with the usage
                     continue
                 elif type(ev) is StreamEnd:
-                    usage = convert.usage(ev.usage.prompt_tokens, ev.usage.completion_tokens, ev.cost,
-                                          ev.usage.estimated)
+                    u = ev.usage
+                    usage = convert.usage(u.prompt_tokens, u.completion_tokens, ev.cost, u.estimated,
+                                          cached=u.cached_tokens, cache_creation=u.cache_creation_tokens,
+                                          reasoning=u.reasoning_tokens)
                     if failed is None:
                         yield Response(**base, choices=[], usage=usage)
                     else:  # the stream ends with ONE chunk: finish_reason "error", the error and the usage

@@ -25,6 +25,8 @@ from raven_service.core.types import (
     ContentPart,
     Message,
     ModelInfo,
+    ReasoningConfig,
+    ReasoningPart,
     ResponseFormat,
     Tool,
     ToolCall,
@@ -60,7 +62,40 @@ def _message(m: chat_pb2.ChatMessage) -> Message:
         name=m.name if m.HasField("name") else None,
         tool_call_id=m.tool_call_id if m.HasField("tool_call_id") else None,
         tool_calls=tuple(ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in m.tool_calls),
+        reasoning=_reasoning_parts(m),
     )
+
+
+def _reasoning_parts(m: chat_pb2.ChatMessage) -> tuple[ReasoningPart, ...]:
+    if m.reasoning:
+        return tuple(ReasoningPart(text=r.text, signature=r.signature, encrypted=r.encrypted) for r in m.reasoning)
+    if m.HasField("reasoning_content") and m.reasoning_content:
+        return (ReasoningPart(text=m.reasoning_content),)
+    return ()
+
+
+def reasoning_parts(parts: tuple[ReasoningPart, ...]) -> list[chat_pb2.ReasoningPart]:
+    return [chat_pb2.ReasoningPart(text=r.text, signature=r.signature, encrypted=r.encrypted) for r in parts]
+
+
+def _reasoning_config(rc: chat_pb2.ReasoningConfig) -> ReasoningConfig | None:
+    if not (rc.HasField("effort") or rc.HasField("budget_tokens") or rc.HasField("summary")):
+        return None
+    return ReasoningConfig(
+        effort=rc.effort if rc.HasField("effort") else None,
+        budget_tokens=rc.budget_tokens if rc.HasField("budget_tokens") else None,
+        summary=rc.summary if rc.HasField("summary") else None,
+    )
+
+
+def _bound(pb: chat_service_pb2.CreateChatCompletionRequest | chat_service_pb2.StreamChatCompletionRequest
+           ) -> tuple[int | None, str]:
+    """The output bound and the name the client gave it (max_tokens wins when both are set)."""
+    if pb.HasField("max_tokens"):
+        return pb.max_tokens, "max_tokens"
+    if pb.HasField("max_completion_tokens"):
+        return pb.max_completion_tokens, "max_completion_tokens"
+    return None, "max_tokens"
 
 
 def _tool_choice(tc: chat_pb2.ToolChoice) -> ToolChoice | None:
@@ -98,10 +133,13 @@ def chat_request(
     stream: bool,
 ) -> ChatRequest:
     """Both request messages carry the same fields."""
+    max_tokens, max_tokens_name = _bound(pb)
     return ChatRequest(
         model=pb.model,
         messages=tuple(_message(m) for m in pb.messages),
-        max_tokens=pb.max_tokens if pb.HasField("max_tokens") else None,
+        max_tokens=max_tokens,
+        max_tokens_name=max_tokens_name,
+        reasoning=_reasoning_config(pb.reasoning) if pb.HasField("reasoning") else None,
         temperature=pb.temperature if pb.HasField("temperature") else None,
         top_p=pb.top_p if pb.HasField("top_p") else None,
         stop=tuple(pb.stop),
@@ -126,9 +164,11 @@ def chat_request(
     )
 
 
-def usage(prompt: int, completion: int, cost: Decimal, estimated: bool) -> usage_pb2.Usage:
+def usage(prompt: int, completion: int, cost: Decimal, estimated: bool, *, cached: int = 0, cache_creation: int = 0,
+          reasoning: int = 0) -> usage_pb2.Usage:
     return usage_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                           cost=fmt(cost), estimated=estimated)
+                           cost=fmt(cost), estimated=estimated, cached_tokens=cached,
+                           cache_creation_tokens=cache_creation, reasoning_tokens=reasoning)
 
 
 def model(m: ModelInfo) -> model_pb2.Model:
@@ -144,9 +184,12 @@ def model(m: ModelInfo) -> model_pb2.Model:
             completion=fmt(m.price_output_per_mtok),
             image=fmt(m.price_per_image) if m.price_per_image else "",
             video_second=fmt(m.price_per_video_second) if m.price_per_video_second else "",
+            input_cache_read=fmt(m.price_cached_input_per_mtok) if m.price_cached_input_per_mtok is not None else "",
+            input_cache_write=fmt(m.price_cache_write_per_mtok) if m.price_cache_write_per_mtok is not None else "",
         ),
         supported_parameters=list(m.supported_parameters),
         description=m.description,
+        embedding_dimensions=m.embedding_dimensions,
     )
 
 
@@ -178,7 +221,8 @@ def generation(r: UsageRecord) -> usage_service_pb2.Generation:
         latency_ms=r.latency_ms, ttft_ms=r.ttft_ms, status=r.status, finish_reason=r.finish_reason,
         native_finish_reason=r.native_finish_reason, streamed=r.streamed, usage_estimated=r.usage_estimated,
         attempts=list(r.attempts), key_id=r.key_id, create_time=timestamp(r.created_at), kind=r.kind,
-        error=r.error,
+        error=r.error, cached_tokens=r.cached_tokens, cache_creation_tokens=r.cache_creation_tokens,
+        reasoning_tokens=r.reasoning_tokens,
     )
 
 

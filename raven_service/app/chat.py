@@ -26,12 +26,13 @@ from raven_service.core.types import (
     ModelInfo,
     Principal,
     ProviderChatRequest,
+    ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     UsageRecord,
     UsageReport,
 )
-from raven_service.routing.catalogue import Catalogue, filter_params
+from raven_service.routing.catalogue import Catalogue, bound_name, filter_params
 from raven_service.routing.router import Outcome, Router, Target
 
 
@@ -86,6 +87,15 @@ class ChatCompletion:
     dropped: tuple[str, ...]
 
 
+def _worst_cost(model: ModelInfo, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """The most a request can cost (for the credit hold): the whole prompt may be written to a
+    prompt cache, which some providers price above plain input."""
+    plain = chat_cost(model, prompt_tokens, completion_tokens)
+    if model.price_cache_write_per_mtok is None or model.price_cache_write_per_mtok <= model.price_input_per_mtok:
+        return plain
+    return chat_cost(model, prompt_tokens, completion_tokens, cache_creation_tokens=prompt_tokens)
+
+
 class ChatUseCase:
     def __init__(self, catalogue: Catalogue, router: Router, admitter: Admitter, *,
                  request_timeout: float = 600.0) -> None:
@@ -110,13 +120,14 @@ class ChatUseCase:
                     dropped = names
                 if filtered.max_tokens is None:
                     # The hold bounds the spend: an upstream is never left to generate without a cap.
-                    filtered = msgspec.structs.replace(filtered, max_tokens=m.max_output_tokens)
+                    filtered = msgspec.structs.replace(filtered, max_tokens=m.max_output_tokens,
+                                                       max_tokens_name=bound_name(m.supported_parameters))
                 targets.extend(
                     Target(model=m, route=r, request=ProviderChatRequest(upstream_model=r.model, request=filtered))
                     for r in m.routes
                 )
             prompt_tokens = count_message_tokens(req.messages, req.tools)
-            worst = max(chat_cost(m, prompt_tokens, req.max_tokens or m.max_output_tokens) for m in chain)
+            worst = max(_worst_cost(m, prompt_tokens, req.max_tokens or m.max_output_tokens) for m in chain)
         except RavenError as exc:
             await self._admitter.attach_rate(exc, principal)
             raise
@@ -137,7 +148,8 @@ class ChatUseCase:
     @staticmethod
     def _record(ticket: Ticket, model: ModelInfo, outcome: Outcome, *, status: str, prompt_tokens: int,
                 completion_tokens: int, estimated: bool, streamed: bool, finish_reason: str = "", native: str = "",
-                ttft: float | None = None, error: str = "") -> UsageRecord:
+                ttft: float | None = None, error: str = "", cached_tokens: int = 0, cache_creation_tokens: int = 0,
+                reasoning_tokens: int = 0) -> UsageRecord:
         served = outcome.served
         priced = served.model if served else model
         return UsageRecord(
@@ -149,7 +161,11 @@ class ChatUseCase:
             upstream_model=served.route.model if served else "",
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            cost=chat_cost(priced, prompt_tokens, completion_tokens),
+            cached_tokens=cached_tokens,
+            cache_creation_tokens=cache_creation_tokens,
+            reasoning_tokens=reasoning_tokens,
+            cost=chat_cost(priced, prompt_tokens, completion_tokens, cached_tokens=cached_tokens,
+                           cache_creation_tokens=cache_creation_tokens),
             latency_ms=int((time.monotonic() - ticket.started) * 1000),
             ttft_ms=int((ttft - ticket.started) * 1000) if ttft else 0,
             status=status,
@@ -200,6 +216,8 @@ class ChatUseCase:
             adm, outcome, status="completed", prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens, estimated=result.usage_estimated,
             finish_reason=result.finish_reason, native=result.native_finish_reason, ttft=time.monotonic(),
+            cached_tokens=result.cached_tokens, cache_creation_tokens=result.cache_creation_tokens,
+            reasoning_tokens=result.reasoning_tokens,
         )
         served = outcome.served
         return ChatCompletion(
@@ -245,6 +263,8 @@ class ChatUseCase:
                     estimated_text.append(event.text)
                 elif type(event) is ToolCallDelta:
                     estimated_text.append(event.arguments)
+                elif type(event) is ReasoningDelta:
+                    estimated_text.append(event.text)
                 elif type(event) is UsageReport:
                     usage = event
                     continue
@@ -275,12 +295,17 @@ class ChatUseCase:
                 prompt = adm.prompt_tokens if ttft is not None or status == "cancelled" else 0
                 completion_tokens = count_tokens("".join(estimated_text))
                 estimated = True
+            cached = usage.cached_tokens if usage is not None else 0
+            written = usage.cache_creation_tokens if usage is not None else 0
+            reasoning = usage.reasoning_tokens if usage is not None else 0
             cost = self._finish(
                 adm, outcome, status=status, prompt_tokens=prompt, completion_tokens=completion_tokens,
                 estimated=estimated, finish_reason=finish.reason if finish else ("error" if status == "failed" else ""),
-                native=finish.native if finish else "", ttft=ttft, error=error,
+                native=finish.native if finish else "", ttft=ttft, error=error, cached_tokens=cached,
+                cache_creation_tokens=written, reasoning_tokens=reasoning,
             )
         yield StreamEnd(
-            usage=UsageReport(prompt_tokens=prompt, completion_tokens=completion_tokens, estimated=estimated),
+            usage=UsageReport(prompt_tokens=prompt, completion_tokens=completion_tokens, estimated=estimated,
+                              cached_tokens=cached, cache_creation_tokens=written, reasoning_tokens=reasoning),
             cost=cost,
         )

@@ -9,8 +9,10 @@ import warnings
 from typing import Any
 
 from raven_service.core.errors import InvalidArgument
-from raven_service.core.types import ROLES, ChatRequest
+from raven_service.core.types import MAX_TOKENS_NAMES, ROLES, ChatRequest
 
+#: `reasoning.effort` values (OpenAI's, which the other dialects map onto).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_STOP = 4
 
@@ -86,8 +88,19 @@ def _validate_sampling(req: ChatRequest) -> None:
     _range(req.frequency_penalty, "frequency_penalty", -2.0, 2.0)
     _range(req.presence_penalty, "presence_penalty", -2.0, 2.0)
     if req.max_tokens is not None and req.max_tokens < 1:
-        raise InvalidArgument(f"'max_tokens' must be at least 1, got {req.max_tokens}.", param="max_tokens",
+        name = req.max_tokens_name
+        raise InvalidArgument(f"'{name}' must be at least 1, got {req.max_tokens}.", param=name,
                               code="invalid_value")
+    if req.max_tokens_name not in MAX_TOKENS_NAMES:
+        raise InvalidArgument("'max_tokens_name' must be max_tokens or max_completion_tokens.",
+                              param="max_tokens_name", code="invalid_value")
+    if (rc := req.reasoning) is not None:
+        if rc.effort is not None and rc.effort not in REASONING_EFFORTS:
+            raise InvalidArgument(f"'reasoning.effort' must be one of {', '.join(REASONING_EFFORTS)}, got "
+                                  f"'{rc.effort[:40]}'.", param="reasoning.effort", code="invalid_value")
+        if rc.budget_tokens is not None and rc.budget_tokens < 0:
+            raise InvalidArgument("'reasoning.budget_tokens' must be >= 0.", param="reasoning.budget_tokens",
+                                  code="invalid_value")
     if req.seed is not None and not (-(2**63) <= req.seed < 2**63):
         raise InvalidArgument("'seed' is out of range.", param="seed", code="invalid_value")
     if len(req.stop) > MAX_STOP:

@@ -30,6 +30,22 @@ class ToolCall(Frozen, frozen=True):
     arguments: str  # JSON text, passed through unchanged
 
 
+class ReasoningPart(Frozen, frozen=True):
+    """One block of a model's reasoning, as every dialect can carry it.
+
+    - ``text``: the readable reasoning (Anthropic ``thinking``, Gemini ``thought`` parts, the
+      ``reasoning_content`` of OpenAI-compatible servers, a Responses reasoning summary);
+    - ``signature``: the opaque token proving the text is the model's own (Anthropic thinking
+      ``signature``, Gemini ``thoughtSignature``); passed back upstream unchanged, never shown;
+    - ``encrypted``: reasoning nobody but the model can read (Anthropic ``redacted_thinking.data``,
+      Responses ``encrypted_content``); ``text`` is then usually empty.
+    """
+
+    text: str = ""
+    signature: str = ""
+    encrypted: str = ""
+
+
 class Message(Frozen, frozen=True):
     role: str
     content: str | None = None
@@ -37,6 +53,9 @@ class Message(Frozen, frozen=True):
     name: str | None = None
     tool_call_id: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    #: For role "assistant": the reasoning that preceded the answer (sent back in multi-turn
+    #: conversations; Anthropic requires the signed thinking blocks before tool results).
+    reasoning: tuple[ReasoningPart, ...] = ()
 
     def text(self) -> str:
         """All the text of the message (content or text parts)."""
@@ -64,11 +83,25 @@ class ResponseFormat(Frozen, frozen=True):
     strict: bool | None = None
 
 
+class ReasoningConfig(Frozen, frozen=True):
+    """How much the model should think. Each provider maps what it has: OpenAI-compatible
+    ``reasoning_effort``, Anthropic ``thinking`` (``budget_tokens``), Gemini ``thinkingConfig``."""
+
+    effort: str | None = None  # "none" | "minimal" | "low" | "medium" | "high" (| "xhigh")
+    budget_tokens: int | None = None  # an explicit thinking budget (Anthropic / Gemini)
+    summary: str | None = None  # Responses API: "auto" | "concise" | "detailed"
+
+
+#: The two OpenAI names of the output bound; `ChatRequest.max_tokens_name` says which one to send.
+MAX_TOKENS_NAMES = ("max_tokens", "max_completion_tokens")
+
+
 class ChatRequest(Frozen, frozen=True):
     """A validated chat request as the domain sees it (OpenAI semantics)."""
 
     model: str
     messages: tuple[Message, ...]
+    #: The output bound, whichever name the client used (see `max_tokens_name`).
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -83,19 +116,26 @@ class ChatRequest(Frozen, frozen=True):
     models: tuple[str, ...] = ()  # fallback list
     extra: dict[str, Any] = msgspec.field(default_factory=dict)  # unknown top-level keys
     stream: bool = False
+    #: The wire name of the bound: "max_tokens" or "max_completion_tokens" (what the client sent,
+    #: which OpenAI-compatible upstreams receive unchanged; gpt-5 / o-series reject max_tokens).
+    max_tokens_name: str = "max_tokens"
+    reasoning: ReasoningConfig | None = None
 
     def set_params(self) -> set[str]:
-        """Names of the optional parameters this request sets."""
+        """Names of the optional parameters this request sets (the bound under its wire name)."""
         names = set()
-        for name in OPTIONAL_PARAMS:
+        for name in _FIELD_PARAMS:
             value = getattr(self, name)
             if value is not None and value != () and value != {}:
                 names.add(name)
+        if self.max_tokens is not None:
+            names.add(self.max_tokens_name)
         return names | set(self.extra)
 
 
 OPTIONAL_PARAMS = (
     "max_tokens",
+    "max_completion_tokens",
     "temperature",
     "top_p",
     "stop",
@@ -106,7 +146,10 @@ OPTIONAL_PARAMS = (
     "frequency_penalty",
     "presence_penalty",
     "user",
+    "reasoning",
 )
+#: The optional parameters that are ChatRequest fields under their own name.
+_FIELD_PARAMS = tuple(p for p in OPTIONAL_PARAMS if p not in MAX_TOKENS_NAMES)
 
 
 # ------------------------------------------------------------------------------- stream events
@@ -123,18 +166,35 @@ class ToolCallDelta(Frozen, frozen=True, tag="tool_call"):
     arguments: str = ""
 
 
+class ReasoningDelta(Frozen, frozen=True, tag="reasoning"):
+    """A fragment of reasoning block `index` (the ordinal of the block among the reply's reasoning
+    blocks): text in pieces; the signature and encrypted data usually arrive whole, last."""
+
+    index: int = 0
+    text: str = ""
+    signature: str = ""
+    encrypted: str = ""
+
+
 class Finish(Frozen, frozen=True, tag="finish"):
     reason: str  # one of FinishReason
     native: str = ""
 
 
 class UsageReport(Frozen, frozen=True, tag="usage"):
+    """Token counts in OpenAI's semantics, whatever the provider: `prompt_tokens` counts every
+    prompt token, including those read from a prompt cache (`cached_tokens`) and those written to
+    one (`cache_creation_tokens`); `completion_tokens` includes `reasoning_tokens`."""
+
     prompt_tokens: int
     completion_tokens: int
     estimated: bool = False
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
-ChatEvent = TextDelta | ToolCallDelta | Finish | UsageReport
+ChatEvent = TextDelta | ToolCallDelta | ReasoningDelta | Finish | UsageReport
 
 
 class ChatResult(Frozen, frozen=True):
@@ -147,6 +207,11 @@ class ChatResult(Frozen, frozen=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_estimated: bool = False
+    reasoning: tuple[ReasoningPart, ...] = ()
+    #: Subsets of prompt_tokens / completion_tokens, as in `UsageReport`.
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 class ProviderChatRequest(Frozen, frozen=True):
@@ -172,6 +237,12 @@ class ModelInfo(Frozen, frozen=True):
     price_output_per_mtok: Decimal = Decimal(0)
     price_per_image: Decimal = Decimal(0)
     price_per_video_second: Decimal = Decimal(0)
+    #: Prompt tokens read from a prompt cache; None = priced as plain input.
+    price_cached_input_per_mtok: Decimal | None = None
+    #: Prompt tokens written to a prompt cache (Anthropic cache creation); None = plain input.
+    price_cache_write_per_mtok: Decimal | None = None
+    #: Embedding models: the vector length when the request names no `dimensions` (0 = n/a).
+    embedding_dimensions: int = 0
     supported_parameters: tuple[str, ...] = OPTIONAL_PARAMS
     description: str = ""
     created: int = 0
@@ -254,12 +325,16 @@ class UsageRecord(msgspec.Struct, kw_only=True):
 
     id: str
     key_id: str
-    kind: str = "chat"  # chat | image | video
+    kind: str = "chat"  # chat | image | video | embedding
     model: str
     provider: str = ""
     upstream_model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Subsets of prompt_tokens (cache read / cache write) and of completion_tokens (reasoning).
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
     cost: Decimal = Decimal(0)
     latency_ms: int = 0
     ttft_ms: int = 0

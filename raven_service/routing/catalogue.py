@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from raven_service.core.errors import InvalidArgument, NotFound
-from raven_service.core.types import ChatRequest, ModelInfo
+from raven_service.core.types import MAX_TOKENS_NAMES, ChatRequest, ModelInfo
 
 
 class Catalogue:
@@ -39,6 +39,7 @@ def filter_params(req: ChatRequest, model: ModelInfo) -> tuple[ChatRequest, tupl
     """Drops the optional parameters the model does not support. Returns the request to send
     and the sorted names dropped. Unsupported parameters are never forwarded and never an error."""
     supported = model.supported_parameters
+    req = _bound_name(req, supported)
     dropped = sorted(p for p in req.set_params() if p not in supported)
     if not dropped:
         return req, ()
@@ -49,9 +50,31 @@ def filter_params(req: ChatRequest, model: ModelInfo) -> tuple[ChatRequest, tupl
             del extra[name]
         elif name in ("stop", "tools"):
             changes[name] = ()
+        elif name in MAX_TOKENS_NAMES:
+            changes["max_tokens"] = None
         else:
             changes[name] = None
     if "tools" in changes:
         changes["tool_choice"] = None
     changes["extra"] = extra
     return msgspec.structs.replace(req, **changes), tuple(dropped)
+
+
+def bound_name(supported: tuple[str, ...]) -> str:
+    """The wire name of an output bound Raven sets itself: ``max_tokens`` unless the model only
+    takes ``max_completion_tokens`` (OpenAI gpt-5 / o-series reject ``max_tokens``)."""
+    if "max_tokens" not in supported and "max_completion_tokens" in supported:
+        return "max_completion_tokens"
+    return "max_tokens"
+
+
+def _bound_name(req: ChatRequest, supported: tuple[str, ...]) -> ChatRequest:
+    """The client's name for the output bound is kept; a model that takes only the other name
+    gets that one (the bound is the same, only its wire name differs)."""
+    name = req.max_tokens_name
+    if req.max_tokens is None or name in supported:
+        return req
+    other = "max_completion_tokens" if name == "max_tokens" else "max_tokens"
+    if other in supported:
+        return msgspec.structs.replace(req, max_tokens_name=other)
+    return req

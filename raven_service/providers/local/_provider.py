@@ -196,7 +196,7 @@ class LocalProvider:
                 call[2] += event.arguments
             elif isinstance(event, Finish):
                 finish = event
-            else:
+            elif isinstance(event, UsageReport):
                 usage = event
         tool_calls = tuple(ToolCall(id=c[0], name=c[1], arguments=c[2]) for _, c in sorted(calls.items()))
         return ChatResult(
