@@ -19,6 +19,7 @@ from raven_service.core.types import (
     ProviderChatRequest,
     Settlement,
     StoredFile,
+    StoredResponse,
     UsageRecord,
     UsageSummary,
     VideoRequest,
@@ -151,6 +152,23 @@ class FileStore(Protocol):
     async def get_file(self, file_id: str) -> StoredFile | None: ...
 
 
+class ResponseStore(Protocol):
+    """Stored Responses API responses, per key, until they expire."""
+
+    async def put_response(self, response: StoredResponse) -> bool:
+        """Stores `response`, replacing a stored one with the same id and key. False (nothing
+        written) when the id is stored for another key."""
+        ...
+
+    async def get_response(self, response_id: str, key_id: str, now: float) -> StoredResponse | None:
+        """The response iff it belongs to `key_id` and has not expired at `now`."""
+        ...
+
+    async def delete_expired_responses(self, now: float) -> int:
+        """Deletes every response whose expiry has passed; returns how many."""
+        ...
+
+
 class VideoTaskStore(Protocol):
     async def create_video_task(self, task: VideoTask) -> tuple[VideoTask, bool]:
         """Inserts the task, or returns the existing one with the same (key_id, request_id) when
@@ -188,7 +206,7 @@ class VideoTaskStore(Protocol):
         ...
 
 
-class Store(KeyStore, CreditStore, UsageStore, FileStore, VideoTaskStore, Protocol):
+class Store(KeyStore, CreditStore, UsageStore, FileStore, VideoTaskStore, ResponseStore, Protocol):
     """Durable state: SQLite or PostgreSQL. Only the composition root holds the whole of it."""
 
     async def open(self) -> None: ...

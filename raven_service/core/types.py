@@ -387,6 +387,21 @@ class StoredFile(Frozen, frozen=True):
     created_at: float = 0.0
 
 
+class StoredResponse(Frozen, frozen=True):
+    """A stored Responses API response (`store` + `previous_response_id`), owned by one key.
+
+    `body` (the response object) and `input_items` (the whole input that led to it, as a JSON
+    array) are the dialect's JSON texts, kept verbatim and never interpreted by the domain."""
+
+    id: str
+    key_id: str
+    model: str
+    body: str
+    input_items: str = "[]"
+    created_at: float = 0.0
+    expires_at: float = 0.0
+
+
 class VideoTask(msgspec.Struct, kw_only=True):
     """A video generation task as stored."""
 

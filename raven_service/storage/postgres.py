@@ -40,6 +40,7 @@ from raven_service.core.types import (
     CreditHold,
     Settlement,
     StoredFile,
+    StoredResponse,
     UsageRecord,
     UsageSummary,
     VideoState,
@@ -134,6 +135,16 @@ _CREATE_VERSION_TABLE = (
     f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE} ("
     "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
 )
+
+
+#: Stores a response; a stored one is replaced only for the same key (else no row changes).
+_PUT_RESPONSE = """
+INSERT INTO responses (id, key_id, model, body, input_items, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (id) DO UPDATE SET model = excluded.model, body = excluded.body, input_items = excluded.input_items,
+    created_at = excluded.created_at, expires_at = excluded.expires_at
+WHERE responses.key_id = excluded.key_id
+"""
 
 
 class PostgresStore:
@@ -440,6 +451,27 @@ class PostgresStore:
             data=bytes(row["data"]),
             created_at=row["created_at"],
         )
+
+    # ------------------------------------------------------------------------------- responses
+    async def put_response(self, response: StoredResponse) -> bool:
+        """Upsert keyed by id; the update only applies to the same key (see `core.ports.ResponseStore`)."""
+        r = response
+        status = await self._db.execute(_PUT_RESPONSE, r.id, r.key_id, r.model, r.body, r.input_items, r.created_at,
+                                        r.expires_at)
+        return status.endswith(" 1")
+
+    async def get_response(self, response_id: str, key_id: str, now: float) -> StoredResponse | None:
+        row = await self._db.fetchrow(
+            "SELECT id, key_id, model, body, input_items, created_at, expires_at FROM responses"
+            " WHERE id = $1 AND key_id = $2 AND expires_at > $3", response_id, key_id, now)
+        if row is None:
+            return None
+        return StoredResponse(id=row[0], key_id=row[1], model=row[2], body=row[3], input_items=row[4],
+                              created_at=row[5], expires_at=row[6])
+
+    async def delete_expired_responses(self, now: float) -> int:
+        status = await self._db.execute("DELETE FROM responses WHERE expires_at <= $1", now)
+        return int(status.rsplit(" ", 1)[-1])
 
     # ----------------------------------------------------------------------------- video tasks
     async def create_video_task(self, task: VideoTask) -> tuple[VideoTask, bool]:

@@ -35,6 +35,7 @@ from raven_service.core.types import (
     CreditHold,
     Settlement,
     StoredFile,
+    StoredResponse,
     UsageRecord,
     UsageSummary,
     VideoState,
@@ -102,6 +103,15 @@ _UPDATE_VIDEO = (
     "lease_owner = ?, lease_until = ? WHERE id = ? AND lease_owner = ?"
 )
 _RELEASE = f"UPDATE video_tasks SET lease_owner = '', lease_until = 0 WHERE lease_owner = ? AND state IN {_PENDING}"
+
+
+#: Stores a response; a stored one is replaced only for the same key (else no row changes).
+_PUT_RESPONSE = """
+INSERT INTO responses (id, key_id, model, body, input_items, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET model = excluded.model, body = excluded.body, input_items = excluded.input_items,
+    created_at = excluded.created_at, expires_at = excluded.expires_at
+WHERE responses.key_id = excluded.key_id
+"""
 
 
 class SqliteStore:
@@ -343,6 +353,25 @@ class SqliteStore:
             data=bytes(row["data"]),
             created_at=row["created_at"],
         )
+
+    # ------------------------------------------------------------------------------- responses
+    async def put_response(self, response: StoredResponse) -> bool:
+        """Upsert keyed by id; the update only applies to the same key (see `core.ports.ResponseStore`)."""
+        r = response
+        return await self._execute(_PUT_RESPONSE, (r.id, r.key_id, r.model, r.body, r.input_items, r.created_at,
+                                                   r.expires_at)) == 1
+
+    async def get_response(self, response_id: str, key_id: str, now: float) -> StoredResponse | None:
+        row = await self._fetchone(
+            "SELECT id, key_id, model, body, input_items, created_at, expires_at FROM responses"
+            " WHERE id = ? AND key_id = ? AND expires_at > ?", (response_id, key_id, now))
+        if row is None:
+            return None
+        return StoredResponse(id=row[0], key_id=row[1], model=row[2], body=row[3], input_items=row[4],
+                              created_at=row[5], expires_at=row[6])
+
+    async def delete_expired_responses(self, now: float) -> int:
+        return await self._execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
 
     # ----------------------------------------------------------------------------- video tasks
     async def create_video_task(self, task: VideoTask) -> tuple[VideoTask, bool]:
