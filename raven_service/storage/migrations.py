@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from raven_service.core.latency import BOUNDS_MS
+from raven_service.storage.rollup import HIST_COLUMNS, KEY_COLUMNS, LATENCY_COLUMNS, SUM_COLUMNS, TTFT_COLUMNS
+
 
 class Migration(NamedTuple):
     """One schema step. `sql` may hold several statements separated by semicolons."""
@@ -176,11 +179,88 @@ CREATE TABLE responses (
 CREATE INDEX responses_expiry ON responses (expires_at);
 """
 
+# v5: the usage rollup (see `storage.rollup`), tags on usage records and video tasks, and the
+# (key_id, created_at, id) index that GET /v1/generations pages on. The rollup is backfilled from
+# the records already stored. Its bucket columns come from `core.latency.BOUNDS_MS`, frozen by
+# this migration: the layout must never change in place.
+def _bucket_case(column: str, i: int, *, ttft: bool) -> str:
+    low = BOUNDS_MS[i]
+    tests = [f"{column} > 0"] if ttft else []
+    if i > 0:
+        tests.append(f"{column} >= {low}")
+    if i + 1 < len(BOUNDS_MS):
+        tests.append(f"{column} < {BOUNDS_MS[i + 1]}")
+    return f"SUM(CASE WHEN {' AND '.join(tests) or 'TRUE'} THEN 1 ELSE 0 END)"
+
+
+def _rollup_backfill(bucket_expr: str) -> str:
+    cases = [_bucket_case("latency_ms", i, ttft=False) for i in range(len(LATENCY_COLUMNS))]
+    cases += [_bucket_case("ttft_ms", i, ttft=True) for i in range(len(TTFT_COLUMNS))]
+    columns = ", ".join(KEY_COLUMNS + SUM_COLUMNS + HIST_COLUMNS)
+    return "\n".join(
+        f"INSERT INTO usage_rollup ({columns}) SELECT {grain}, {bucket_expr.format(grain=grain)}, key_id, model, "
+        "provider, tags, COUNT(*), SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), SUM(prompt_tokens), "
+        f"SUM(completion_tokens), SUM(cost), {', '.join(cases)} FROM usage_records "
+        f"GROUP BY {bucket_expr.format(grain=grain)}, key_id, model, provider, tags;"
+        for grain in (3600, 86400)
+    )
+
+
+def _rollup_table(text: str, integer: str, money: str, suffix: str) -> str:
+    counts = ",\n".join(f"    {c} {integer} NOT NULL DEFAULT 0" for c in HIST_COLUMNS)
+    return f"""
+CREATE TABLE usage_rollup (
+    grain             {integer} NOT NULL,
+    bucket            {integer} NOT NULL,
+    key_id            {text} NOT NULL,
+    model             {text} NOT NULL,
+    provider          {text} NOT NULL,
+    tags              {text} NOT NULL,
+    requests          {integer} NOT NULL DEFAULT 0,
+    errors            {integer} NOT NULL DEFAULT 0,
+    prompt_tokens     {integer} NOT NULL DEFAULT 0,
+    completion_tokens {integer} NOT NULL DEFAULT 0,
+    cost              {money} NOT NULL DEFAULT 0,
+{counts},
+    PRIMARY KEY (grain, bucket, key_id, model, provider, tags)
+){suffix};
+CREATE INDEX usage_rollup_key ON usage_rollup (key_id, grain, bucket);
+ALTER TABLE usage_records ADD COLUMN tags TEXT NOT NULL DEFAULT '{{}}';
+ALTER TABLE video_tasks ADD COLUMN tags TEXT NOT NULL DEFAULT '{{}}';
+CREATE INDEX usage_records_key_time_id ON usage_records (key_id, created_at, id);
+DROP INDEX usage_records_key_time;
+"""
+
+
+_SQLITE_V5 = _rollup_table("TEXT", "INTEGER", "INTEGER", " STRICT, WITHOUT ROWID") + _rollup_backfill(
+    "CAST(created_at / {grain} AS INTEGER) * {grain}"
+)
+_POSTGRES_V5 = _rollup_table('TEXT COLLATE "C"', "BIGINT", "NUMERIC(38, 12)", "") + _rollup_backfill(
+    "(floor(created_at / {grain}) * {grain})::bigint"
+)
+
+
+# v6: token details of a usage record: parts of prompt_tokens (read from / written to a prompt
+# cache) and of completion_tokens (reasoning); 0 for records written before.
+_SQLITE_V6 = """
+ALTER TABLE usage_records ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_records ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_records ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+"""
+_POSTGRES_V6 = """
+ALTER TABLE usage_records ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_records ADD COLUMN cache_creation_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_records ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
+"""
+
+
 SQLITE: tuple[Migration, ...] = (
     Migration(1, "keys, usage records, files, video tasks", _SQLITE_V1),
     Migration(2, "credit holds; video tasks carry their hold", _SQLITE_V2),
     Migration(3, "key governance: models, expiry, tpm, budget windows, scopes, tags, alerts, rotation", _SQLITE_V3),
     Migration(4, "stored Responses API responses", _SQLITE_V4),
+    Migration(5, "usage rollup (hour and day) with latency histograms; usage and video tags", _SQLITE_V5),
+    Migration(6, "usage records: cached, cache-creation and reasoning token counts", _SQLITE_V6),
 )
 
 _POSTGRES_V1 = """
@@ -332,6 +412,8 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(2, "credit holds; video tasks carry their hold", _POSTGRES_V2),
     Migration(3, "key governance: models, expiry, tpm, budget windows, scopes, tags, alerts, rotation", _POSTGRES_V3),
     Migration(4, "stored Responses API responses", _POSTGRES_V4),
+    Migration(5, "usage rollup (hour and day) with latency histograms; usage and video tags", _POSTGRES_V5),
+    Migration(6, "usage records: cached, cache-creation and reasoning token counts", _POSTGRES_V6),
 )
 
 
