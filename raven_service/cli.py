@@ -126,7 +126,7 @@ def _run(coro) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port)
     if args.check_config:
-        from raven_service.providers.registry import build_providers
+        from raven_service.wiring import build_providers
 
         providers = build_providers(settings)
         print(f"config OK: {len(settings.providers)} provider(s), {len(providers.models)} model(s)")

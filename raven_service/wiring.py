@@ -1,4 +1,8 @@
-"""Provider kind -> adapter factory, and the catalogue they serve."""
+"""Composition root, providers part: provider kind -> adapter factory, the catalogue they serve and
+each route's retry policy, built from the service's settings.
+
+This is the one module that knows both the configuration (`raven_service.config`) and the
+adapters; adapters themselves depend on `raven_service.core` and their own settings type only."""
 
 from __future__ import annotations
 

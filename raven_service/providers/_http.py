@@ -36,7 +36,7 @@ Timeouts (from `ProviderConfig`):
 There is deliberately no total timeout: a healthy stream may run for many minutes.
 
 HTTP/2: a provider configured with ``http2 = true`` gets an `_http2.H2UpstreamClient` from
-`UpstreamClient.from_config` instead (httpx + h2, one multiplexed connection per origin); it is a
+`_client.upstream_client` instead (httpx + h2, one multiplexed connection per origin); it is a
 subclass with the same interface, timeouts and error mapping (httpx failures through
 `_http2.error_from_httpx`, statuses through `error_from_status` here), so adapters never know
 which one they hold.
@@ -58,7 +58,7 @@ import msgspec
 from raven_service.core.errors import BROKEN, REJECTED, TRANSIENT, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
-    from raven_service.config import ProviderConfig
+    from raven_service.providers.settings import UpstreamSettings
 
 __all__ = [
     "UpstreamClient",
@@ -424,13 +424,9 @@ class UpstreamClient:
         self.secrets: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, provider: str, cfg: ProviderConfig, **kwargs: Any) -> UpstreamClient:
-        """A client with `cfg`'s connect / first-byte / idle timeouts: this aiohttp one (HTTP/1.1
-        keep-alive), or the HTTP/2 one (`_http2.H2UpstreamClient`, httpx + h2) when ``cfg.http2``."""
-        if cfg.http2 and cls is UpstreamClient:
-            from raven_service.providers._http2 import H2UpstreamClient  # lazy: httpx/h2 only when used
-
-            return H2UpstreamClient.from_config(provider, cfg, **kwargs)
+    def from_config(cls, provider: str, cfg: UpstreamSettings, **kwargs: Any) -> UpstreamClient:
+        """An aiohttp client (HTTP/1.1 keep-alive) with `cfg`'s connect / first-byte / idle timeouts.
+        Adapters get theirs from `_client.upstream_client`, which picks HTTP/2 when configured."""
         return cls(
             provider,
             connect_timeout=cfg.connect_timeout,

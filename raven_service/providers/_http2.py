@@ -1,7 +1,7 @@
 """Upstream HTTP/2 for provider adapters: the opt-in (``ProviderConfig.http2``) twin of
 `_http.UpstreamClient`, built on ONE shared ``httpx.AsyncClient`` per provider (httpx + h2).
 
-`UpstreamClient.from_config` returns an `H2UpstreamClient` when the provider's config says
+`_client.upstream_client` returns an `H2UpstreamClient` when the provider's config says
 ``http2 = true``, so adapters never know which one they hold: `H2UpstreamClient` and
 `H2UpstreamResponse` subclass `UpstreamClient` / `UpstreamResponse` and keep their public
 interface (``send``, ``secrets``, ``timeout_error``, ``transport_error``, ``aclose``; ``status``,
@@ -72,7 +72,7 @@ from raven_service.providers._http import (
 )
 
 if TYPE_CHECKING:
-    from raven_service.config import ProviderConfig
+    from raven_service.providers.settings import UpstreamSettings
 
 __all__ = ["H2UpstreamClient", "H2UpstreamResponse", "error_from_httpx"]
 
@@ -382,7 +382,7 @@ class H2UpstreamClient(UpstreamClient):
         self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_config(cls, provider: str, cfg: ProviderConfig, **kwargs: Any) -> H2UpstreamClient:
+    def from_config(cls, provider: str, cfg: UpstreamSettings, **kwargs: Any) -> H2UpstreamClient:
         """A client for `cfg`'s base URL with its connect / first-byte / idle timeouts."""
         return cls(
             provider,

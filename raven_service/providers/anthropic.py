@@ -60,7 +60,6 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 
-from raven_service.config import ProviderConfig
 from raven_service.core.errors import BROKEN, UpstreamError
 from raven_service.core.tokens import count_message_tokens, count_tokens
 from raven_service.core.types import (
@@ -77,9 +76,11 @@ from raven_service.core.types import (
     ToolCallDelta,
     UsageReport,
 )
+from raven_service.providers._client import upstream_client
 from raven_service.providers._http import UpstreamClient, error_from_payload
 from raven_service.providers._sse import SSEDecoder, SSEEvent
 from raven_service.providers._stream import StreamStateBase, next_batch, result_events
+from raven_service.providers.settings import UpstreamSettings
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -531,7 +532,7 @@ class AnthropicProvider:
     def __init__(
         self,
         name: str,
-        cfg: ProviderConfig,
+        cfg: UpstreamSettings,
         *,
         http: UpstreamClient | None = None,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -541,7 +542,7 @@ class AnthropicProvider:
         self.base_url = cfg.base_url.rstrip("/")
         self.default_max_tokens = default_max_tokens
         self._url = self.base_url + MESSAGES_PATH
-        self._http = http or UpstreamClient.from_config(name, cfg)
+        self._http = http or upstream_client(name, cfg)
         self._static_secrets = tuple(v for k, v in cfg.headers.items() if k.lower() in _AUTH_HEADERS)
         self._http.secrets = self._static_secrets
         self._key: str | None = None
@@ -666,6 +667,6 @@ class AnthropicProvider:
         await self._http.aclose()
 
 
-def create(name: str, cfg: ProviderConfig) -> AnthropicProvider:
-    """The registry's factory for ``kind = "anthropic"``."""
+def create(name: str, cfg: UpstreamSettings) -> AnthropicProvider:
+    """The composition root's factory (raven_service.wiring) for ``kind = "anthropic"``."""
     return AnthropicProvider(name, cfg)

@@ -92,7 +92,6 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import msgspec
 
-from raven_service.config import ProviderConfig
 from raven_service.core.errors import BROKEN, UpstreamError
 from raven_service.core.tokens import count_message_tokens, count_tokens
 from raven_service.core.types import (
@@ -108,9 +107,11 @@ from raven_service.core.types import (
     ToolCallDelta,
     UsageReport,
 )
+from raven_service.providers._client import upstream_client
 from raven_service.providers._http import UpstreamClient, error_from_payload
 from raven_service.providers._sse import SSEDecoder, SSEEvent
 from raven_service.providers._stream import StreamStateBase, next_batch
+from raven_service.providers.settings import UpstreamSettings
 
 __all__ = [
     "SKIP_SIGNATURE",
@@ -530,13 +531,13 @@ class GeminiProvider:
     `core.ports.ChatProvider`. Holds one pooled HTTP session (created lazily in the running loop)
     and the thought-signature map; `aclose()` closes the session."""
 
-    def __init__(self, name: str, cfg: ProviderConfig, *, http: UpstreamClient | None = None) -> None:
+    def __init__(self, name: str, cfg: UpstreamSettings, *, http: UpstreamClient | None = None) -> None:
         self.name = name
         self.cfg = cfg
         base = cfg.base_url.rstrip("/")
         self.base_url = base
         self._root = base if base.endswith(("/v1beta", "/v1")) else f"{base}/{API_VERSION}"
-        self._http = http or UpstreamClient.from_config(name, cfg)
+        self._http = http or upstream_client(name, cfg)
         self._static_secrets = tuple(v for k, v in cfg.headers.items() if k.lower() in _AUTH_HEADERS)
         self._http.secrets = self._static_secrets
         self.signatures = ThoughtSignatures()
@@ -646,6 +647,6 @@ class GeminiProvider:
         await self._http.aclose()
 
 
-def create(name: str, cfg: ProviderConfig) -> GeminiProvider:
-    """The registry's factory for ``kind = "gemini"``."""
+def create(name: str, cfg: UpstreamSettings) -> GeminiProvider:
+    """The composition root's factory (raven_service.wiring) for ``kind = "gemini"``."""
     return GeminiProvider(name, cfg)

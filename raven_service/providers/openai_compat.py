@@ -38,7 +38,6 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from raven_service.config import ProviderConfig
 from raven_service.core.errors import BROKEN, UpstreamError
 from raven_service.core.tokens import count_message_tokens, count_tokens
 from raven_service.core.types import (
@@ -59,9 +58,11 @@ from raven_service.core.types import (
     VideoResult,
     VideoState,
 )
+from raven_service.providers._client import upstream_client
 from raven_service.providers._http import UpstreamClient, error_from_payload
 from raven_service.providers._sse import SSEDecoder, SSEEvent
 from raven_service.providers._stream import StreamStateBase, next_batch, result_events
+from raven_service.providers.settings import UpstreamSettings
 
 __all__ = ["OpenAICompatProvider", "VideoStatus", "chat_body", "create", "normalise_finish"]
 
@@ -453,7 +454,7 @@ class OpenAICompatProvider:
     HTTP session (created lazily in the running loop); `aclose()` closes it.
     """
 
-    def __init__(self, name: str, cfg: ProviderConfig, *, http: UpstreamClient | None = None) -> None:
+    def __init__(self, name: str, cfg: UpstreamSettings, *, http: UpstreamClient | None = None) -> None:
         self.name = name
         self.cfg = cfg
         base = cfg.base_url.rstrip("/")
@@ -462,7 +463,7 @@ class OpenAICompatProvider:
         self._images_url = base + "/images/generations"
         self._videos_url = base + "/videos"
         self._origin = URL(base).origin() if base else None
-        self._http = http or UpstreamClient.from_config(name, cfg)
+        self._http = http or upstream_client(name, cfg)
         self._static_secrets = tuple(v for k, v in cfg.headers.items() if k.lower() in _AUTH_HEADERS)
         self._http.secrets = self._static_secrets
         self._key: str | None = None
@@ -700,6 +701,6 @@ class OpenAICompatProvider:
         await self._http.aclose()
 
 
-def create(name: str, cfg: ProviderConfig) -> OpenAICompatProvider:
-    """The registry's factory for ``kind = "openai"``."""
+def create(name: str, cfg: UpstreamSettings) -> OpenAICompatProvider:
+    """The composition root's factory (raven_service.wiring) for ``kind = "openai"``."""
     return OpenAICompatProvider(name, cfg)

@@ -1,9 +1,15 @@
 """The router: tries a request's routes in order with retries, backoff and circuit breaking.
 
-Rules (SPEC §5): on connect error, timeout, 5xx or 429 before the first byte, retry the route with
-exponential backoff and jitter (honouring Retry-After), then fall back to the next route. A 4xx
-caused by the request is never retried. Once a stream has produced its first event the route is
-committed: later failures surface to the caller, never a switch of route.
+Rules (SPEC §5, §10): the router acts on the adapter's classification of a failure only
+(`UpstreamError.kind`, see core/errors.py), never on HTTP statuses:
+- transient (connect error, timeout, 5xx, 429 before the first byte): retry the route with
+  exponential backoff and jitter (honouring Retry-After), then fall back to the next route;
+- broken (this route cannot serve anyone: upstream key refused or unset, model missing, malformed
+  reply): no retry on this route, the next route is tried;
+- rejected (the upstream refused the request itself): the caller's error, no other route tried.
+Transient and broken failures count against the route's circuit breaker. Once a stream has
+produced its first event the route is committed: later failures surface to the caller, never a
+switch of route.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from raven_service.core.errors import UpstreamError
+from raven_service.core.errors import BROKEN, REJECTED, TRANSIENT, UpstreamError
 from raven_service.core.ports import ChatProvider
 from raven_service.core.types import ChatEvent, ChatResult, ModelInfo, ProviderChatRequest, Route
 
@@ -91,15 +97,6 @@ class Outcome:
     attempts: list[str] = field(default_factory=list)
 
 
-#: Upstream answers that mean the route itself is broken (our upstream key refused, the upstream
-#: model missing), not the request: never retried on that route, but the next route is tried.
-ROUTE_ERROR_STATUSES = frozenset({401, 403, 404})
-
-
-def route_misconfigured(error: UpstreamError) -> bool:
-    return not error.retryable and error.status in ROUTE_ERROR_STATUSES
-
-
 class NoRouteAvailable(UpstreamError):
     code = "no_route_available"
 
@@ -142,10 +139,10 @@ class Router:
                 if error is None:
                     return
                 last_error = error
-                if route_misconfigured(error):
-                    break  # this route cannot serve anyone: no retry, but the next route may
-                if not error.retryable:
+                if error.kind == REJECTED:
                     raise error
+                if error.kind == BROKEN:
+                    break  # this route cannot serve anyone: no retry, but the next route may
                 if error.retry_after is not None and error.retry_after > policy.max_delay:
                     break  # the upstream asks for a longer pause than we may wait: try the next route
                 if n < policy.max_retries:
@@ -153,7 +150,7 @@ class Router:
         if last_error is not None:
             raise last_error
         raise NoRouteAvailable("No route is available for this model right now (all circuits open).",
-                               retryable=True)
+                               kind=TRANSIENT, public="No route is available for this model right now. Please retry.")
 
     def _note(self, outcome: Outcome, target: Target, result: str) -> None:
         outcome.attempts.append(f"{target.route.provider}/{target.route.model}:{result}")
@@ -161,7 +158,7 @@ class Router:
     def _failed(self, outcome: Outcome, target: Target, exc: UpstreamError) -> None:
         """Notes a failed attempt; failures of the route (not of the request) count against its breaker."""
         self._note(outcome, target, exc.code)
-        if exc.retryable or route_misconfigured(exc):
+        if exc.kind in (TRANSIENT, BROKEN):
             self.breakers.failure(target.route)
         else:
             self.breakers.release(target.route)

@@ -16,7 +16,7 @@ from fakes.openai_upstream import FakeOpenAI, Scenario
 
 from raven_service.config import load_settings
 from raven_service.core.ports import ChatProvider
-from raven_service.providers.registry import build_providers
+from raven_service.wiring import build_providers
 
 pytestmark = pytest.mark.timeout(30)
 

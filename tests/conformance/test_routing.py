@@ -192,6 +192,40 @@ async def test_broken_route_4xx_is_not_retried_but_falls_back(tmp_path, monkeypa
         assert ei.value.status == 502  # every route broken: Raven's upstream problem, not the caller's
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_malformed_upstream_reply_is_a_broken_route_that_falls_back(tmp_path, monkeypatch, protocol: str,
+                                                                          mode: str) -> None:
+    # A 200 whose body is not the provider's wire format has no HTTP error status at all: the adapter
+    # classifies it as "broken", so the router moves on (no retry) instead of answering 502.
+    async with two_routes(tmp_path, monkeypatch, a_options={"max_retries": 2}) as r:
+        garbage = b"<html>proxy error</html>" if mode == "unary" else b"data: {not json\n\n"
+        ctype = "application/json" if mode == "unary" else "text/event-stream"
+        r.a.on_model("a-m", Scenario.raw(garbage, content_type=ctype))
+        reply = await _call(r.env, protocol, mode, model="m", messages=USER_HI)
+        assert reply.content == OK_TEXT
+        assert len(r.a.requests) == 1 and len(r.b.requests) == 1
+        rec = await r.env.usage(reply.id)
+        assert rec.status == "completed" and rec.provider == "b"
+        assert len(rec.attempts) == 2 and rec.attempts[1] == "b/b-m:ok"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_route_without_its_key_falls_back(tmp_path, monkeypatch, protocol: str) -> None:
+    # Route a's key variable is unset: a configuration fault of that route only (never shown to the
+    # caller by name); the next route serves, and a never receives a request.
+    monkeypatch.delenv("RAVEN_CONFORMANCE_UNSET_KEY", raising=False)
+    async with two_routes(tmp_path, monkeypatch, a_options={"api_key_env": "RAVEN_CONFORMANCE_UNSET_KEY"}) as r:
+        reply = await _call(r.env, protocol, "unary", model="m", messages=USER_HI)
+        assert reply.content == OK_TEXT
+        assert not r.a.requests and len(r.b.requests) == 1
+        r.b.on_model("b-m", _fail(401, "route broken too"))
+        with pytest.raises(CallFailed) as ei:
+            await _call(r.env, protocol, "unary", model="m", messages=USER_HI)
+        assert ei.value.status == 502
+        assert "RAVEN_CONFORMANCE_UNSET_KEY" not in str(ei.value)
+
+
 # ------------------------------------------------------------------------------------ first byte
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_no_route_switch_after_first_byte(tmp_path, monkeypatch, protocol: str) -> None:

@@ -55,7 +55,7 @@ from raven_service.core.types import (
     UsageReport,
 )
 from raven_service.providers.anthropic import AnthropicProvider, create, messages_body
-from raven_service.providers.registry import build_providers
+from raven_service.wiring import build_providers
 
 pytestmark = pytest.mark.timeout(30)
 

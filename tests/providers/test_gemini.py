@@ -47,7 +47,7 @@ from raven_service.core.types import (
     UsageReport,
 )
 from raven_service.providers.gemini import SKIP_SIGNATURE, GeminiProvider, create
-from raven_service.providers.registry import build_providers
+from raven_service.wiring import build_providers
 
 pytestmark = pytest.mark.timeout(30)
 

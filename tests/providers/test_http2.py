@@ -1,6 +1,6 @@
 """HTTP/2 to upstreams (``ProviderConfig.http2``): the ``openai`` adapter end to end against a real
 h2c (HTTP/2 cleartext, prior knowledge) upstream built on the ``h2`` package (`fakes.h2_upstream`),
-plus the seam (`UpstreamClient.from_config`) and the httpx error mapping."""
+plus the seam (`_client.upstream_client`) and the httpx error mapping."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from raven_service.core.types import (
     VideoRequest,
 )
 from raven_service.providers import anthropic, gemini
+from raven_service.providers._client import upstream_client
 from raven_service.providers._http import UpstreamClient
 from raven_service.providers._http2 import H2UpstreamClient, error_from_httpx
 from raven_service.providers.openai_compat import OpenAICompatProvider, create
@@ -116,11 +117,11 @@ def text(events: Sequence[ChatEvent]) -> str:
 # ------------------------------------------------------------------------------------ the seam
 def test_from_config_picks_the_client_by_the_http2_flag() -> None:
     assert ProviderConfig(kind="openai", base_url="https://x/v1").http2 is False
-    h1 = UpstreamClient.from_config("a", ProviderConfig(kind="openai", base_url="https://x/v1"))
+    h1 = upstream_client("a", ProviderConfig(kind="openai", base_url="https://x/v1"))
     assert type(h1) is UpstreamClient
     cfg = ProviderConfig(kind="openai", base_url="https://x/v1", http2=True, connect_timeout=1.5,
                          first_byte_timeout=7.0, idle_timeout=3.0)
-    h2c = UpstreamClient.from_config("b", cfg)
+    h2c = upstream_client("b", cfg)
     assert type(h2c) is H2UpstreamClient and isinstance(h2c, UpstreamClient)
     assert (h2c.provider, h2c.connect_timeout, h2c.first_byte_timeout, h2c.idle_timeout) == ("b", 1.5, 7.0, 3.0)
 

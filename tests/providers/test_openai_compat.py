@@ -54,7 +54,7 @@ from raven_service.core.types import (
     VideoState,
 )
 from raven_service.providers.openai_compat import OpenAICompatProvider, create
-from raven_service.providers.registry import build_providers
+from raven_service.wiring import build_providers
 
 pytestmark = pytest.mark.timeout(30)
 
