@@ -93,6 +93,8 @@ class Settings(msgspec.Struct, kw_only=True):
     request_timeout: float = 600.0
     #: A video task fails (and is refunded) this long after submission if it has not finished.
     video_task_timeout: float = 1800.0
+    #: Generated images and videos are downloadable this long, then deleted (the advertised expiry).
+    output_ttl_seconds: float = 7 * 24 * 3600.0
     video_workers: int = 2
     grpc_reflection: bool = True
     #: Circuit breaker per route (provider + upstream model): this many consecutive retryable
@@ -103,6 +105,12 @@ class Settings(msgspec.Struct, kw_only=True):
     #: How the co-located gateway reaches the service: "inprocess" (no socket) or "unix".
     gateway_link: str = "inprocess"
     log_level: str = "info"
+    #: OpenTelemetry: an OTLP/HTTP collector base URL (`http://127.0.0.1:4318`); empty = no tracing.
+    otel_endpoint: str = ""
+    otel_service_name: str = "raven"
+    #: One JSON line per request on stderr (logger `raven.access`): the gateway's HTTP line and the
+    #: service's line (request id, key id, model, provider, tokens, status, latency).
+    access_log: bool = False
     #: RAVEN_ADMIN_KEY: an `rk-` secret (>= 32 URL-safe characters); start-up ensures an admin key
     #: with it exists and prints no secret (without it, the first start prints a new one).
     admin_key: str = ""
@@ -226,6 +234,8 @@ def check_settings(settings: Settings) -> None:
                           "(A-Z, a-z, 0-9, '-', '_'); the value given is not")
     if settings.auth_failure_limit_per_minute < 0:
         raise ConfigError("auth_failure_limit_per_minute must be >= 0")
+    if settings.otel_endpoint and not settings.otel_endpoint.startswith(("http://", "https://")):
+        raise ConfigError("otel_endpoint must be an http:// or https:// URL (an OTLP/HTTP collector)")
     if settings.breaker_threshold < 1:
         raise ConfigError("breaker_threshold must be >= 1")
     if settings.breaker_cooldown_seconds <= 0:

@@ -14,7 +14,7 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,6 +31,8 @@ from raven.v1 import (
     key_service_pb2_grpc,
     model_service_pb2,
     model_service_pb2_grpc,
+    response_service_pb2,
+    response_service_pb2_grpc,
     usage_service_pb2,
     usage_service_pb2_grpc,
     video_service_pb2,
@@ -42,19 +44,23 @@ from raven_service.api.chat import ChatServicer
 from raven_service.api.guard import RequestGuard, core_limit
 from raven_service.api.inproc import HandlerRegistry, InProcessChannel
 from raven_service.api.media import FileServicer, ImageServicer, ModelServicer, VideoServicer
+from raven_service.api.observe import ACCESS_LOG, RequestObserver, note_record
+from raven_service.api.responses import ResponseServicer
 from raven_service.app.accounts import KeyAdmin, UsageQueries
 from raven_service.app.admission import Admitter, HoldKeeper
 from raven_service.app.chat import ChatUseCase
 from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
+from raven_service.app.responses import ResponseUseCase
 from raven_service.config import Settings
 from raven_service.core.ports import Limiter, Store
+from raven_service.jobs.files import OutputJanitor
 from raven_service.jobs.videos import VideoWorker
 from raven_service.metrics import ServiceMetrics
 from raven_service.policy.auth import Authenticator, create_key
 from raven_service.policy.ratelimit import InProcessLimiter
-from raven_service.providers.registry import build_providers
 from raven_service.routing.catalogue import Catalogue
 from raven_service.routing.router import CircuitBreakers, Router
+from raven_service.wiring import build_providers
 
 if TYPE_CHECKING:  # imported lazily at run time: the PostgreSQL backend pulls in asyncpg
     from raven_service.storage.postgres import PostgresStore
@@ -70,6 +76,7 @@ SERVICE_NAMES = (
     file_service_pb2.DESCRIPTOR.services_by_name["FileService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+    response_service_pb2.DESCRIPTOR.services_by_name["ResponseService"].full_name,
 )
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -111,12 +118,19 @@ class Services:
     files: FileUseCase
     keys: KeyAdmin
     usage_queries: UsageQueries
+    responses: ResponseUseCase
     worker: VideoWorker
     metrics: ServiceMetrics
     closers: list = field(default_factory=list)
+    #: The per-call span and access-log wrapper (api/observe.py); `tracing` is None unless otel_endpoint.
+    observer: RequestObserver = field(default_factory=RequestObserver)
+    tracing: Any = None
+    janitor: OutputJanitor | None = None
 
     async def close(self) -> None:
         await self.worker.stop()
+        if self.janitor is not None:
+            await self.janitor.stop()
         await self.admitter.drain()
         await self.usage.close()
         await self.holds.stop()
@@ -125,6 +139,8 @@ class Services:
                 await closer()
         await self.limiter.close()
         await self.store.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # exports the spans still pending
 
 
 async def build_services(settings: Settings, *, store: Store | None = None, start_workers: bool = True) -> Services:
@@ -134,8 +150,20 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     providers = build_providers(settings)
     catalogue = Catalogue(providers.models)
     metrics = ServiceMetrics()
+    tracing = None
+    if settings.otel_endpoint:  # the SDK and exporter are imported only when tracing is on
+        from raven_service.telemetry import Tracing
+
+        tracing = Tracing(settings.otel_endpoint, settings.otel_service_name)
+        providers.chat = tracing.wrap_chat(providers.chat)  # one CLIENT span per upstream attempt
+        providers.image = tracing.wrap_images(providers.image)
+
+    def observe_usage(rec) -> None:
+        note_record(rec)  # the current call's span and access line get the record's model, tokens, status
+        metrics.observe(rec)
+
     usage = Ledger(store, spool_dir=Path(settings.data_dir) / "spool", max_memory=settings.usage_queue_size,
-                   flush_interval=settings.usage_flush_interval, observer=metrics.observe)
+                   flush_interval=settings.usage_flush_interval, observer=observe_usage)
     usage.start()
     auth = Authenticator(store, failure_limit=settings.auth_failure_limit_per_minute)
     admitter = Admitter(store, limiter, usage, hold_ttl=settings.lease_ttl_seconds,
@@ -152,17 +180,23 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
         images=ImageUseCase(catalogue, providers.image, store, admitter),
         videos=VideoUseCase(catalogue, store, admitter, wake=worker.wake,
                             hold_seconds=settings.video_task_timeout + 4 * settings.lease_ttl_seconds + 60),
-        files=FileUseCase(store),
+        files=FileUseCase(store, ttl=settings.output_ttl_seconds),
         keys=KeyAdmin(store, auth, default_rpm=settings.default_rpm,
                       default_concurrency=settings.default_concurrency),
         usage_queries=UsageQueries(store, usage),
+        responses=ResponseUseCase(store),
         worker=worker,
         metrics=metrics,
         closers=providers.closers,
+        observer=RequestObserver(tracer=tracing.tracer if tracing is not None else None,
+                                 access_log=settings.access_log),
+        tracing=tracing,
     )
     holds.start()
     if start_workers:
         worker.start()
+        services.janitor = OutputJanitor(services.files)
+        services.janitor.start()
     return services
 
 
@@ -173,11 +207,14 @@ def register_servicers(services: Services, target, health_servicer=None):
     chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(s.auth, s.chat), target)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(s.auth, s.catalogue, s.admitter), target)
     image_service_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(s.auth, s.images, s.admitter), target)
-    video_service_pb2_grpc.add_VideoServiceServicer_to_server(VideoServicer(s.auth, s.videos, s.admitter), target)
+    videos = VideoServicer(s.auth, s.videos, s.admitter, output_ttl=s.files.ttl)
+    video_service_pb2_grpc.add_VideoServiceServicer_to_server(videos, target)
     file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(s.auth, s.files, s.admitter), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(s.auth, s.keys), target)
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
         UsageServicer(s.auth, s.usage_queries, s.admitter), target)
+    response_service_pb2_grpc.add_ResponseServiceServicer_to_server(
+        ResponseServicer(s.auth, s.responses, s.admitter), target)
     health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
     return health_servicer
@@ -237,7 +274,10 @@ def create_server(services: Services, address: str, *, reuse_port: bool = False,
                   local_address: str | None = None) -> tuple[grpc.aio.Server, int]:
     """A grpc.aio server with every servicer, health and reflection, bound to `address`
     ("127.0.0.1:0" picks a free port). Returns the server (not started) and the bound port."""
-    server = grpc.aio.server(interceptors=[RequestGuard(services.settings.max_body_bytes)], options=[
+    interceptors: list[grpc.aio.ServerInterceptor] = [RequestGuard(services.settings.max_body_bytes)]
+    if services.observer.enabled:  # outermost, so guarded rejections are observed too
+        interceptors.insert(0, services.observer.interceptor())
+    server = grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_receive_message_length", core_limit(services.settings.max_body_bytes)),
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -284,6 +324,17 @@ def _http_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def configure_access_log() -> None:
+    """`raven.access` lines (already JSON) go to stderr as they are, one per line."""
+    if ACCESS_LOG.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ACCESS_LOG.addHandler(handler)
+    ACCESS_LOG.setLevel(logging.INFO)
+    ACCESS_LOG.propagate = False
+
+
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,
                 worker: bool = False) -> int:
     """Runs the gRPC service and the REST gateway in this process until SIGTERM/SIGINT (or `stop`).
@@ -318,13 +369,27 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         keepalive_interval=settings.sse_keepalive_seconds,
         public_base_url=settings.public_base_url or None,
         call_deadline=settings.request_timeout + 60,
+        access_log=settings.access_log,
     )
+    if settings.access_log:
+        configure_access_log()
     channel = None
     if not unix_link:  # the same servicer objects, called without a socket (see api/inproc.py)
         registry = HandlerRegistry()
         register_servicers(services, registry, health_servicer=grpc_server.health)
+        services.observer.wrap_registry(registry.handlers)
         channel = InProcessChannel(registry)
-    app = create_app(gw_settings, channel=channel, metrics_registry=services.metrics.registry)
+    exposition = None
+    if worker and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # `--workers N`: every worker's metrics live in files under that directory (set per run by the
+        # supervisor); /metrics on any worker serves their sum.
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        exposition = CollectorRegistry()
+        MultiProcessCollector(exposition)
+    app = create_app(gw_settings, channel=channel, metrics_registry=services.metrics.registry,
+                     metrics_exposition=exposition)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="none",
                             http="httptools", timeout_graceful_shutdown=25)
 

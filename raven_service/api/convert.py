@@ -17,7 +17,6 @@ from raven.v1 import (
     video_pb2,
 )
 from raven_service.accounting.pricing import fmt
-from raven_service.app.media import file_url
 from raven_service.core.errors import InvalidArgument
 from raven_service.core.types import (
     ApiKey,
@@ -63,6 +62,7 @@ def _message(m: chat_pb2.ChatMessage) -> Message:
         tool_call_id=m.tool_call_id if m.HasField("tool_call_id") else None,
         tool_calls=tuple(ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in m.tool_calls),
         reasoning=_reasoning_parts(m),
+        anthropic_content=m.anthropic_content,
     )
 
 
@@ -144,15 +144,7 @@ def chat_request(
         top_p=pb.top_p if pb.HasField("top_p") else None,
         stop=tuple(pb.stop),
         seed=pb.seed if pb.HasField("seed") else None,
-        tools=tuple(
-            Tool(
-                name=t.name,
-                description=t.description if t.HasField("description") else None,
-                parameters=struct_to_dict(t.parameters) if t.HasField("parameters") else None,
-                strict=t.strict if t.HasField("strict") else None,
-            )
-            for t in pb.tools
-        ),
+        tools=tools(pb.tools),
         tool_choice=_tool_choice(pb.tool_choice) if pb.HasField("tool_choice") else None,
         response_format=_response_format(pb.response_format) if pb.HasField("response_format") else None,
         frequency_penalty=pb.frequency_penalty if pb.HasField("frequency_penalty") else None,
@@ -161,7 +153,30 @@ def chat_request(
         models=tuple(pb.models),
         extra=struct_to_dict(pb.extra_body) if pb.HasField("extra_body") else {},
         stream=stream,
+        anthropic_beta=tuple(pb.anthropic_beta),
+        dialect=pb.dialect,
     )
+
+
+def tools(pbs: Any) -> tuple[Tool, ...]:
+    """The domain tools of repeated raven.v1.Tool."""
+    return tuple(
+        Tool(
+            name=t.name,
+            description=t.description if t.HasField("description") else None,
+            parameters=struct_to_dict(t.parameters) if t.HasField("parameters") else None,
+            strict=t.strict if t.HasField("strict") else None,
+            # a server tool exists only in Anthropic's dialect: other types count as "function"
+            type=(t.type or "function") if t.anthropic_tool else "function",
+            anthropic=t.anthropic_tool,
+        )
+        for t in pbs
+    )
+
+
+def messages(pbs: Any) -> tuple[Message, ...]:
+    """The domain messages of repeated raven.v1.ChatMessage."""
+    return tuple(_message(m) for m in pbs)
 
 
 def usage(prompt: int, completion: int, cost: Decimal, estimated: bool, *, cached: int = 0, cache_creation: int = 0,
@@ -232,10 +247,13 @@ _STATES = {
     VideoState.SUCCEEDED: video_pb2.VideoGeneration.STATE_SUCCEEDED,
     VideoState.FAILED: video_pb2.VideoGeneration.STATE_FAILED,
 }
-OUTPUT_TTL = 7 * 24 * 3600
+def file_url(file_id: str) -> str:
+    """Where a stored output is downloadable: the FileService's REST mirror (the gRPC contract
+    documents `url` as this path; the gateway makes it absolute). The domain knows only file ids."""
+    return f"/v1/files/{file_id}/content"
 
 
-def video(t: VideoTask) -> video_pb2.VideoGeneration:
+def video(t: VideoTask, output_ttl: float) -> video_pb2.VideoGeneration:
     from google.rpc import code_pb2, status_pb2
 
     v = video_pb2.VideoGeneration(
@@ -246,7 +264,7 @@ def video(t: VideoTask) -> video_pb2.VideoGeneration:
                  for fid, size in zip(t.file_ids, t.file_sizes, strict=False)],
     )
     if t.completed_at and t.state == VideoState.SUCCEEDED:
-        v.expire_time.CopyFrom(_timestamp(t.completed_at + OUTPUT_TTL))
+        v.expire_time.CopyFrom(_timestamp(t.completed_at + output_ttl))
     if t.state == VideoState.FAILED:
         v.error.CopyFrom(status_pb2.Status(code=code_pb2.UNAVAILABLE, message=t.error or "failed"))
     return v

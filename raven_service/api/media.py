@@ -20,7 +20,7 @@ from raven_service.api import convert
 from raven_service.api.context import authenticate, send_rate, set_rate_trailer
 from raven_service.api.errors import abort
 from raven_service.app.admission import Admitter
-from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
+from raven_service.app.media import OUTPUT_TTL, FileUseCase, ImageUseCase, VideoUseCase
 from raven_service.core.errors import InvalidArgument, RavenError
 from raven_service.policy.auth import Authenticator
 from raven_service.routing.catalogue import Catalogue
@@ -75,9 +75,10 @@ class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):
             raise
         set_rate_trailer(context, await self._admitter.peek(principal))
         data = [
-            image_service_pb2.GeneratedImage(b64_json="" if url else base64.b64encode(png).decode(), url=url,
+            image_service_pb2.GeneratedImage(b64_json="" if file_id else base64.b64encode(png).decode(),
+                                             url=convert.file_url(file_id) if file_id else "",
                                              revised_prompt=revised)
-            for png, url, revised in result.images
+            for png, file_id, revised in result.images
         ]
         return image_service_pb2.GenerateImagesResponse(
             created=result.created, data=data, id=result.id, usage=convert.usage(0, 0, result.cost, False))
@@ -96,10 +97,12 @@ def _decode_image(value: str) -> bytes:
 
 
 class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
-    def __init__(self, auth: Authenticator, videos: VideoUseCase, admitter: Admitter) -> None:
+    def __init__(self, auth: Authenticator, videos: VideoUseCase, admitter: Admitter, *,
+                 output_ttl: float = OUTPUT_TTL) -> None:
         self._auth = auth
         self._videos = videos
         self._admitter = admitter
+        self._ttl = output_ttl
 
     async def CreateVideoGeneration(self, request: video_service_pb2.CreateVideoGenerationRequest, context):
         principal = await authenticate(self._auth, context)
@@ -117,7 +120,7 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
             await abort(context, exc)
             raise
         set_rate_trailer(context, await self._admitter.peek(principal))
-        return video_service_pb2.CreateVideoGenerationResponse(video_generation=convert.video(task))
+        return video_service_pb2.CreateVideoGenerationResponse(video_generation=convert.video(task, self._ttl))
 
     async def GetVideoGeneration(self, request, context):
         principal = await authenticate(self._auth, context)
@@ -128,7 +131,7 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
             await abort(context, exc)
             raise
         set_rate_trailer(context, await self._admitter.peek(principal))
-        return video_service_pb2.GetVideoGenerationResponse(video_generation=convert.video(task))
+        return video_service_pb2.GetVideoGenerationResponse(video_generation=convert.video(task, self._ttl))
 
     async def ListVideoGenerations(self, request, context):
         principal = await authenticate(self._auth, context)
@@ -140,7 +143,7 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
             raise
         set_rate_trailer(context, await self._admitter.peek(principal))
         return video_service_pb2.ListVideoGenerationsResponse(
-            video_generations=[convert.video(t) for t in tasks], next_page_token=token)
+            video_generations=[convert.video(t, self._ttl) for t in tasks], next_page_token=token)
 
 
 class FileServicer(file_service_pb2_grpc.FileServiceServicer):

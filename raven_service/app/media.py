@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -36,15 +37,11 @@ def parse_size(size: str, param: str = "size") -> tuple[int, int]:
     return int(w), int(h)
 
 
-def file_url(file_id: str) -> str:
-    return f"/v1/files/{file_id}/content"
-
-
 @dataclass(frozen=True, slots=True)
 class ImagesResult:
     id: str
     created: int
-    images: list[tuple[bytes, str, str]]  # (png, url path or "", revised prompt)
+    images: list[tuple[bytes, str, str]]  # (png, stored file id or "", revised prompt)
     cost: Decimal
 
 
@@ -92,21 +89,22 @@ class ImageUseCase:
                 attempts=(f"{route.provider}/{route.model}:{'ok' if status == 'completed' else 'error'}",),
             )
 
-        async with self._admitter.admitted(principal, cost, record_id=gen_id, fallback=record) as ticket:
+        async with self._admitter.admitted(principal, cost, record_id=gen_id, fallback=record,
+                                           models=(model.id,)) as ticket:
             try:
                 req = ImageRequest(model=route.model, prompt=prompt, n=count, width=width, height=height,
                                    response_format=fmt, seed=seed, quality=quality, style=style)  # type: ignore[arg-type]
                 images = await provider.generate_images(route.model, req)
                 out = []
                 for img in images:
-                    url = ""
+                    stored = ""
                     if fmt == "url":
                         file_id = "file-" + uuid.uuid4().hex
                         await self._files.put_file(StoredFile(id=file_id, key_id=principal.key_id,
                                                               mime_type="image/png", data=img.png,
                                                               created_at=time.time()))
-                        url = file_url(file_id)
-                    out.append((img.png, url, img.revised_prompt))
+                        stored = file_id
+                    out.append((img.png, stored, img.revised_prompt))
             except RavenError as exc:
                 exc.rate = ticket.rate
                 raise
@@ -156,7 +154,7 @@ class VideoUseCase:
 
         # The hold outlives this call: the task settles it when it ends (fenced, exactly once).
         async with self._admitter.admitted(principal, cost, record_id=task_id, fallback=submit_record,
-                                           hold_seconds=self._hold_seconds) as ticket:
+                                           models=(model.id,), hold_seconds=self._hold_seconds) as ticket:
             task = VideoTask(
                 id=task_id, key_id=principal.key_id, model=model.id, prompt=prompt, seconds=secs,
                 width=width, height=height, request_id=request_id, seed=seed, image=image,
@@ -195,15 +193,36 @@ class VideoUseCase:
         return tasks, token
 
 
+#: How long generated images and videos stay downloadable (the expiry their responses advertise).
+OUTPUT_TTL = 7 * 24 * 3600.0
+
+
 class FileUseCase:
-    def __init__(self, store: FileStore) -> None:
+    """Stored outputs: downloadable by their owner until `ttl` after creation, then gone.
+
+    Expiry is exact at read time (an expired file answers 404 even before a sweep removed it);
+    `sweep` deletes expired blobs in batches (run periodically by jobs.files.OutputJanitor)."""
+
+    def __init__(self, store: FileStore, *, ttl: float = OUTPUT_TTL, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self.ttl = ttl
+        self._clock = clock
 
     async def get(self, principal: Principal, file_id: str) -> StoredFile:
         f = await self._store.get_file(file_id)
-        if f is None or f.key_id != principal.key_id:
+        if f is None or f.key_id != principal.key_id or f.created_at + self.ttl <= self._clock():
             raise NotFound(f"No file with id '{file_id}'.", param="id", code="file_not_found")
         return f
+
+    async def sweep(self, batch: int = 500) -> int:
+        """Deletes every file past its expiry; returns how many."""
+        cutoff = self._clock() - self.ttl
+        total = 0
+        while True:
+            n = await self._store.delete_files_before(cutoff, batch)
+            total += n
+            if n < batch:
+                return total
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from raven_service.core.types import (
     CreditHold,
     GeneratedImage,
     ImageRequest,
+    KeyPatch,
     ProviderChatRequest,
     Settlement,
     StoredFile,
@@ -87,7 +88,10 @@ class KeyStore(Protocol):
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None: ...
 
-    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]: ...
+    async def list_keys(self, include_revoked: bool = False, *, limit: int | None = None,
+                        after: str | None = None) -> list[ApiKey]:
+        """Keys in (created_at, id) order; `after` = the id of the last key of the previous page."""
+        ...
 
     async def update_key(
         self,
@@ -99,9 +103,16 @@ class KeyStore(Protocol):
         credits: Decimal | None = None,
         clear_credits: bool = False,
         revoked: bool | None = None,
+        patch: KeyPatch | None = None,
     ) -> ApiKey | None: ...
 
     async def count_keys(self) -> int: ...
+
+    async def rotate_key(self, key_id: str, secret_hash: str, prefix: str,
+                         previous_expires_at: float) -> ApiKey | None:
+        """New secret; `get_key_by_hash` still finds the key by the old one (its
+        `previous_secret_hash`), which authenticates until `previous_expires_at`."""
+        ...
 
 
 class CreditStore(Protocol):
@@ -127,6 +138,16 @@ class CreditStore(Protocol):
 
     async def list_holds(self, key_id: str) -> list[CreditHold]: ...
 
+    async def budget_usage(self, key_id: str, window_start: float) -> tuple[Decimal, Decimal]:
+        """(used, reserved) of one budget window of the key. A hold with `budget_window` set is
+        reserved against both the credits and that window (iff used + reserved + amount <= the
+        key's budget); settling it charges the cost to both, releasing it frees both."""
+        ...
+
+    async def claim_alert(self, key_id: str, kind: str, period_start: float, threshold: int) -> bool:
+        """True for the first claim of (key, kind, window, threshold) across every instance."""
+        ...
+
 
 class UsageStore(Protocol):
     """The usage ledger. Records arrive only as settlements (record + hold in one transaction)."""
@@ -150,6 +171,10 @@ class FileStore(Protocol):
     async def put_file(self, file: StoredFile) -> None: ...
 
     async def get_file(self, file_id: str) -> StoredFile | None: ...
+
+    async def delete_files_before(self, cutoff: float, limit: int = 500) -> int:
+        """Deletes up to `limit` files created before `cutoff` (unix s); returns how many went."""
+        ...
 
 
 class ResponseStore(Protocol):
@@ -234,6 +259,18 @@ class RpmDecision(Protocol):
         ...
 
 
+class TokenDecision(RpmDecision, Protocol):
+    """The outcome of a TPM reservation: the RpmDecision members (in tokens) plus the window."""
+
+    @property
+    def window(self) -> float:
+        """Identifies the window the tokens were reserved in (its start)."""
+        ...
+
+    @property
+    def reserved(self) -> int: ...
+
+
 class Lease(Protocol):
     async def release(self) -> None: ...
 
@@ -248,5 +285,17 @@ class Limiter(Protocol):
     async def acquire_slot(self, key_id: str, limit: int) -> Lease | None:
         """Takes one of `limit` concurrency slots, or returns None if all are taken."""
         ...
+
+    async def hit_tokens(self, key_id: str, tpm: int, tokens: int) -> TokenDecision:
+        """Reserves `tokens` in the key's 60 s token window iff used + tokens <= tpm (rejected
+        reservations take nothing); `tpm` <= 0 is unlimited."""
+        ...
+
+    async def settle_tokens(self, key_id: str, window: float, delta: int) -> None:
+        """Adds `delta` (actual - reserved, may be negative) to the window the tokens were
+        reserved in, if that window is still the current one."""
+        ...
+
+    async def peek_tokens(self, key_id: str, tpm: int) -> TokenDecision: ...
 
     async def close(self) -> None: ...

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import zlib
@@ -38,6 +39,7 @@ from raven_service.core.errors import StoreUnavailable
 from raven_service.core.types import (
     ApiKey,
     CreditHold,
+    KeyPatch,
     Settlement,
     StoredFile,
     StoredResponse,
@@ -70,12 +72,13 @@ _PENDING = "('queued', 'running')"  # video states a worker may still claim
 
 _KEY_COLUMNS = (
     "id, name, secret_hash, prefix, rpm, concurrency, credits, credits_used, credits_reserved, "
-    "admin, revoked, created_at"
+    "admin, revoked, created_at, models, expires_at, tpm, budget, budget_period, scopes, metadata, "
+    "alert_webhook, alert_thresholds, webhook_secret, previous_secret_hash, previous_expires_at"
 )
 _USAGE_COLUMNS = (
     "id, key_id, kind, model, provider, upstream_model, prompt_tokens, completion_tokens, cost, "
     "latency_ms, ttft_ms, status, finish_reason, native_finish_reason, streamed, usage_estimated, "
-    "attempts, error, created_at"
+    "attempts, error, created_at, cached_tokens, cache_creation_tokens, reasoning_tokens"
 )
 _VIDEO_COLUMNS = (
     "id, key_id, model, prompt, seconds, width, height, request_id, seed, image, state, progress, "
@@ -90,7 +93,10 @@ def _placeholders(columns: str) -> str:
 
 _INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ({_placeholders(_KEY_COLUMNS)})"
 _KEY_BY_ID = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1"
-_KEY_BY_HASH = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1"
+_KEY_BY_HASH = (
+    f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1 "
+    f"UNION ALL SELECT {_KEY_COLUMNS} FROM api_keys WHERE previous_secret_hash = $1 LIMIT 1"
+)
 _INSERT_USAGE = (
     f"INSERT INTO usage_records ({_USAGE_COLUMNS}) VALUES ({_placeholders(_USAGE_COLUMNS)}) ON CONFLICT (id) DO NOTHING"
 )
@@ -109,12 +115,24 @@ _RESERVE = (
     "WHERE id = $1 AND (credits IS NULL OR credits_used + credits_reserved + $2 <= credits)"
 )
 _INSERT_HOLD = (
-    "INSERT INTO credit_holds (id, key_id, amount, owner, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)"
+    "INSERT INTO credit_holds (id, key_id, amount, owner, expires_at, created_at, budget_window) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
-_DROP_HOLD = "DELETE FROM credit_holds WHERE id = $1 RETURNING key_id, amount"
-_DROP_EXPIRED = "DELETE FROM credit_holds WHERE expires_at < $1 RETURNING key_id, amount"
+_DROP_HOLD = "DELETE FROM credit_holds WHERE id = $1 RETURNING key_id, amount, budget_window"
+_DROP_EXPIRED = "DELETE FROM credit_holds WHERE expires_at < $1 RETURNING key_id, amount, budget_window"
 # Exact arithmetic, no clamping: credits_reserved is the sum of live holds by construction.
 _APPLY = "UPDATE api_keys SET credits_reserved = credits_reserved - $2, credits_used = credits_used + $3 WHERE id = $1"
+# Budget windows: the same hold/settle arithmetic per (key, window start). The reserving UPDATE
+# runs after the key's row is locked by _RESERVE, so reservers of one key are serialized.
+_OPEN_WINDOW = "INSERT INTO budget_windows (key_id, window_start) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+_RESERVE_WINDOW = (
+    "UPDATE budget_windows w SET reserved = w.reserved + $3 FROM api_keys k "
+    "WHERE w.key_id = $1 AND w.window_start = $2 AND k.id = $1 "
+    "AND (k.budget IS NULL OR w.used + w.reserved + $3 <= k.budget)"
+)
+_APPLY_WINDOW = (
+    "UPDATE budget_windows SET reserved = reserved - $3, used = used + $4 WHERE key_id = $1 AND window_start = $2"
+)
 _INSERT_USAGE_NEW = _INSERT_USAGE + " RETURNING id"
 _CLAIM = (
     "UPDATE video_tasks SET lease_owner = $1, lease_until = $3 "
@@ -277,6 +295,7 @@ class PostgresStore:
             key.admin,
             key.revoked,
             key.created_at,
+            *_governance_params(key),
         )
         try:
             await self._db.execute(_INSERT_KEY, *params)
@@ -292,10 +311,22 @@ class PostgresStore:
         row = await self._db.fetchrow(_KEY_BY_HASH, secret_hash)
         return None if row is None else _key_from_row(row)
 
-    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
-        """Keys in creation order; revoked ones only when asked for."""
-        where = "" if include_revoked else "WHERE NOT revoked "
-        rows = await self._db.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys {where}ORDER BY created_at, id")
+    async def list_keys(self, include_revoked: bool = False, *, limit: int | None = None,
+                        after: str | None = None) -> list[ApiKey]:
+        """Keys in creation order; revoked ones only when asked for. `after` (a key id) starts the
+        page after that key (keyset pagination: an unknown id gives an empty page); `limit` caps it."""
+        where = [] if include_revoked else ["NOT revoked"]
+        params: list[Any] = []
+        if after is not None:
+            params.append(after)
+            where.append(f"(created_at, id) > (SELECT created_at, id FROM api_keys WHERE id = ${len(params)})")
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        tail = ""
+        if limit is not None:
+            params.append(max(0, limit))
+            tail = f" LIMIT ${len(params)}"
+        rows = await self._db.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys {clause}ORDER BY created_at, id{tail}",
+                                    *params)
         return [_key_from_row(row) for row in rows]
 
     async def update_key(
@@ -308,12 +339,13 @@ class PostgresStore:
         credits: Decimal | None = None,
         clear_credits: bool = False,
         revoked: bool | None = None,
+        patch: KeyPatch | None = None,
     ) -> ApiKey | None:
-        """Changes the given fields (`clear_credits` makes the key unlimited); returns the key
-        as updated, or None if there is no such key."""
+        """Changes the given fields (`clear_credits` makes the key unlimited; `patch` the
+        governance fields); returns the key as updated, or None if there is no such key."""
         if clear_credits and credits is not None:
             raise ValueError("pass either credits or clear_credits, not both")
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = _patch_columns(patch)
         if name is not None:
             changes["name"] = name
         if rpm is not None:
@@ -340,17 +372,49 @@ class PostgresStore:
         """All stored keys, revoked ones included."""
         return int(await self._db.fetchval("SELECT COUNT(*) FROM api_keys"))
 
+    async def rotate_key(self, key_id: str, secret_hash: str, prefix: str,
+                         previous_expires_at: float) -> ApiKey | None:
+        """Gives the key a new secret; the current one stays valid until `previous_expires_at`
+        (replacing any earlier previous secret). Returns the key as updated, or None."""
+        row = await self._db.fetchrow(
+            "UPDATE api_keys SET previous_secret_hash = secret_hash, previous_expires_at = $2, "
+            f"secret_hash = $3, prefix = $4 WHERE id = $1 RETURNING {_KEY_COLUMNS}",
+            key_id, float(previous_expires_at), secret_hash, prefix,
+        )
+        return None if row is None else _key_from_row(row)
+
+    async def budget_usage(self, key_id: str, window_start: float) -> tuple[Decimal, Decimal]:
+        """(used, reserved) of the key's budget window starting at `window_start` (0, 0 if unused)."""
+        row = await self._db.fetchrow(
+            "SELECT used, reserved FROM budget_windows WHERE key_id = $1 AND window_start = $2",
+            key_id, float(window_start))
+        return (Decimal(0), Decimal(0)) if row is None else (_money_out(row[0]), _money_out(row[1]))
+
+    async def claim_alert(self, key_id: str, kind: str, period_start: float, threshold: int) -> bool:
+        """Records that `threshold` was crossed for (key, kind, window); True only for the first caller."""
+        return _rowcount(await self._db.execute(
+            "INSERT INTO key_alerts (key_id, kind, period_start, threshold, created_at) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT DO NOTHING", key_id, kind, float(period_start), threshold, time.time())) == 1
+
     # --------------------------------------------------------------------------------- credits
     async def reserve_hold(self, hold: CreditHold) -> bool:
         """One transaction: the conditional reservation UPDATE (its row lock serializes reservers of
         one key) and, iff it fit, the hold row."""
         amount = _non_negative(hold.amount, "amount")
-        async with self._db.transaction() as conn:
-            if _rowcount(await conn.execute(_RESERVE, hold.key_id, amount)) != 1:
-                return False
-            await conn.execute(_INSERT_HOLD, hold.id, hold.key_id, amount, hold.owner, float(hold.expires_at),
-                               time.time())
-            return True
+        window = None if hold.budget_window is None else float(hold.budget_window)
+        try:
+            async with self._db.transaction() as conn:
+                if _rowcount(await conn.execute(_RESERVE, hold.key_id, amount)) != 1:
+                    return False
+                if window is not None:
+                    await conn.execute(_OPEN_WINDOW, hold.key_id, window)
+                    if _rowcount(await conn.execute(_RESERVE_WINDOW, hold.key_id, window, amount)) != 1:
+                        raise _DoesNotFit
+                await conn.execute(_INSERT_HOLD, hold.id, hold.key_id, amount, hold.owner, float(hold.expires_at),
+                                   time.time(), window)
+                return True
+        except _DoesNotFit:
+            return False
 
     async def release_hold(self, hold_id: str) -> bool:
         async with self._db.transaction() as conn:
@@ -366,15 +430,17 @@ class PostgresStore:
 
     async def list_holds(self, key_id: str) -> list[CreditHold]:
         rows = await self._db.fetch(
-            "SELECT id, key_id, amount, owner, expires_at FROM credit_holds WHERE key_id = $1 ORDER BY id", key_id)
-        return [CreditHold(id=r[0], key_id=r[1], amount=_money_out(r[2]), owner=r[3], expires_at=r[4]) for r in rows]
+            "SELECT id, key_id, amount, owner, expires_at, budget_window FROM credit_holds WHERE key_id = $1 "
+            "ORDER BY id", key_id)
+        return [CreditHold(id=r[0], key_id=r[1], amount=_money_out(r[2]), owner=r[3], expires_at=r[4],
+                           budget_window=r[5]) for r in rows]
 
     # ----------------------------------------------------------------------------------- usage
     async def settle(self, settlements: Sequence[Settlement]) -> int:
         """The whole batch in one transaction (see `core.ports.UsageStore.settle`)."""
         if not settlements:
             return 0
-        rows = [(_usage_params(s.record), s.hold_id) for s in settlements]
+        rows = [(_usage_params(s.record), s.hold_id, s.budget_window) for s in settlements]
         async with self._db.transaction() as conn:
             return await _settle(conn, rows)
 
@@ -473,6 +539,12 @@ class PostgresStore:
         status = await self._db.execute("DELETE FROM responses WHERE expires_at <= $1", now)
         return int(status.rsplit(" ", 1)[-1])
 
+    async def delete_files_before(self, cutoff: float, limit: int = 500) -> int:
+        status = await self._db.execute(
+            "DELETE FROM files WHERE id IN (SELECT id FROM files WHERE created_at < $1 LIMIT $2)", cutoff, limit
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
     # ----------------------------------------------------------------------------- video tasks
     async def create_video_task(self, task: VideoTask) -> tuple[VideoTask, bool]:
         """Inserts the task, or returns the stored one with the same non-empty (key_id,
@@ -540,7 +612,7 @@ class PostgresStore:
 
     async def finish_video_task(self, task: VideoTask, worker: str, settlement: Settlement) -> bool:
         params = _video_update_params(task, worker)
-        row = (_usage_params(settlement.record), settlement.hold_id)
+        row = (_usage_params(settlement.record), settlement.hold_id, settlement.budget_window)
         async with self._db.transaction() as conn:
             if _rowcount(await conn.execute(_UPDATE_VIDEO, *params)) != 1:
                 return False
@@ -638,32 +710,53 @@ class _Db:
             raise StoreUnavailable() from exc
 
 
+class _DoesNotFit(Exception):
+    """Raised inside a reservation transaction to roll it back (the budget window is full)."""
+
+
 async def _release(conn: asyncpg.Connection, dropped: Sequence[asyncpg.Record]) -> int:
-    """Takes the amounts of just-deleted holds off their keys' reservations."""
+    """Takes the amounts of just-deleted holds off their keys' (and budget windows') reservations."""
     per_key: dict[str, Decimal] = {}
-    for key_id, amount in dropped:
+    per_window: dict[tuple[str, float], Decimal] = {}
+    for key_id, amount, window in dropped:
         per_key[key_id] = per_key.get(key_id, Decimal(0)) + amount
+        if window is not None:
+            per_window[(key_id, window)] = per_window.get((key_id, window), Decimal(0)) + amount
     for key_id in sorted(per_key):  # a fixed lock order: concurrent batches never deadlock
         await conn.execute(_APPLY, key_id, per_key[key_id], Decimal(0))
+    for key_id, window in sorted(per_window):
+        await conn.execute(_APPLY_WINDOW, key_id, window, per_window[(key_id, window)], Decimal(0))
     return len(dropped)
 
 
-async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...], str]]) -> int:
-    """Inside a transaction: inserts each new record, drops its hold, charges its cost."""
+async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...], str, float | None]]) -> int:
+    """Inside a transaction: inserts each new record, drops its hold, charges its cost (to the
+    key's credits and, when it was admitted under a budget, to that budget window)."""
     released: dict[str, Decimal] = {}
     charged: dict[str, Decimal] = {}
+    windows: dict[tuple[str, float], list[Decimal]] = {}  # (key, start) -> [released, charged]
     new = 0
-    for params, hold_id in rows:
+    for params, hold_id, budget_window in rows:
         if await conn.fetchval(_INSERT_USAGE_NEW, *params) is None:
             continue  # settled before: idempotent
         new += 1
         key_id, cost = params[1], params[8]
         charged[key_id] = charged.get(key_id, Decimal(0)) + cost
+        window = budget_window
         if hold_id:
-            for hold_key, amount in await conn.fetch(_DROP_HOLD, hold_id):
+            for hold_key, amount, hold_window in await conn.fetch(_DROP_HOLD, hold_id):
                 released[hold_key] = released.get(hold_key, Decimal(0)) + amount
+                if hold_window is not None:
+                    window = hold_window
+                    windows.setdefault((hold_key, hold_window), [Decimal(0), Decimal(0)])[0] += amount
+        if window is not None:
+            windows.setdefault((key_id, float(window)), [Decimal(0), Decimal(0)])[1] += cost
     for key_id in sorted(charged.keys() | released.keys()):
         await conn.execute(_APPLY, key_id, released.get(key_id, Decimal(0)), charged.get(key_id, Decimal(0)))
+    for key_id, window in sorted(windows):
+        freed, spent = windows[(key_id, window)]
+        await conn.execute(_OPEN_WINDOW, key_id, window)
+        await conn.execute(_APPLY_WINDOW, key_id, window, freed, spent)
     return new
 
 
@@ -745,8 +838,47 @@ def _money_out(value: Decimal) -> Decimal:
 
 
 # ------------------------------------------------------------------------------------ row mapping
+def _governance_params(key: ApiKey) -> tuple[Any, ...]:
+    return (
+        list(key.models),
+        None if key.expires_at is None else float(key.expires_at),
+        key.tpm,
+        None if key.budget is None else _non_negative(key.budget, "budget"),
+        key.budget_period,
+        list(key.scopes),
+        json.dumps(key.metadata, sort_keys=True),
+        key.alert_webhook,
+        list(key.alert_thresholds),
+        key.webhook_secret,
+        key.previous_secret_hash,
+        float(key.previous_expires_at),
+    )
+
+
+def _patch_columns(patch: KeyPatch | None) -> dict[str, Any]:
+    """The column assignments of a KeyPatch (scopes also set `admin`)."""
+    if patch is None:
+        return {}
+    out: dict[str, Any] = {}
+    for name, value in patch.changes().items():
+        if name in ("models", "scopes", "alert_thresholds"):
+            out[name] = list(value)  # type: ignore[call-overload]
+        elif name == "metadata":
+            out[name] = json.dumps(value, sort_keys=True)
+        elif name == "budget":
+            out[name] = None if value is None else _non_negative(value, "budget")  # type: ignore[arg-type]
+        elif name == "expires_at":
+            out[name] = None if value is None else float(value)  # type: ignore[arg-type]
+        else:
+            out[name] = value
+        if name == "scopes":
+            out["admin"] = "admin" in value  # type: ignore[operator]
+    return out
+
+
 def _key_from_row(row: asyncpg.Record) -> ApiKey:
     credits = row["credits"]
+    budget = row["budget"]
     return ApiKey(
         id=row["id"],
         name=row["name"],
@@ -760,6 +892,18 @@ def _key_from_row(row: asyncpg.Record) -> ApiKey:
         admin=row["admin"],
         revoked=row["revoked"],
         created_at=row["created_at"],
+        models=tuple(row["models"]),
+        expires_at=row["expires_at"],
+        tpm=row["tpm"],
+        budget=None if budget is None else _money_out(budget),
+        budget_period=row["budget_period"],
+        scopes=tuple(row["scopes"]),
+        metadata=json.loads(row["metadata"]),
+        alert_webhook=row["alert_webhook"],
+        alert_thresholds=tuple(int(t) for t in row["alert_thresholds"]),
+        webhook_secret=row["webhook_secret"],
+        previous_secret_hash=row["previous_secret_hash"],
+        previous_expires_at=row["previous_expires_at"],
     )
 
 
@@ -784,6 +928,9 @@ def _usage_params(record: UsageRecord) -> tuple[Any, ...]:
         list(record.attempts),
         record.error,
         record.created_at,
+        record.cached_tokens,
+        record.cache_creation_tokens,
+        record.reasoning_tokens,
     )
 
 
@@ -808,6 +955,9 @@ def _usage_from_row(row: asyncpg.Record) -> UsageRecord:
         attempts=tuple(row["attempts"]),
         error=row["error"],
         created_at=row["created_at"],
+        cached_tokens=row["cached_tokens"],
+        cache_creation_tokens=row["cache_creation_tokens"],
+        reasoning_tokens=row["reasoning_tokens"],
     )
 
 

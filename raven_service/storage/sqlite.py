@@ -33,6 +33,7 @@ from raven_service.core.errors import StoreUnavailable
 from raven_service.core.types import (
     ApiKey,
     CreditHold,
+    KeyPatch,
     Settlement,
     StoredFile,
     StoredResponse,
@@ -55,12 +56,13 @@ _PENDING = "('queued', 'running')"  # video states a worker may still claim
 
 _KEY_COLUMNS = (
     "id, name, secret_hash, prefix, rpm, concurrency, credits, credits_used, credits_reserved, "
-    "admin, revoked, created_at"
+    "admin, revoked, created_at, models, expires_at, tpm, budget, budget_period, scopes, metadata, "
+    "alert_webhook, alert_thresholds, webhook_secret, previous_secret_hash, previous_expires_at"
 )
 _USAGE_COLUMNS = (
     "id, key_id, kind, model, provider, upstream_model, prompt_tokens, completion_tokens, cost, "
     "latency_ms, ttft_ms, status, finish_reason, native_finish_reason, streamed, usage_estimated, "
-    "attempts, error, created_at"
+    "attempts, error, created_at, cached_tokens, cache_creation_tokens, reasoning_tokens"
 )
 _VIDEO_COLUMNS = (
     "id, key_id, model, prompt, seconds, width, height, request_id, seed, image, state, progress, "
@@ -84,11 +86,24 @@ _RESERVE = (
     "UPDATE api_keys SET credits_reserved = credits_reserved + ?1 "
     "WHERE id = ?2 AND (credits IS NULL OR credits_used + credits_reserved + ?1 <= credits)"
 )
-_INSERT_HOLD = "INSERT INTO credit_holds (id, key_id, amount, owner, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)"
-_DROP_HOLD = "DELETE FROM credit_holds WHERE id = ? RETURNING key_id, amount"
-_DROP_EXPIRED = "DELETE FROM credit_holds WHERE expires_at < ? RETURNING key_id, amount"
+_INSERT_HOLD = (
+    "INSERT INTO credit_holds (id, key_id, amount, owner, expires_at, created_at, budget_window) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_DROP_HOLD = "DELETE FROM credit_holds WHERE id = ? RETURNING key_id, amount, budget_window"
+_DROP_EXPIRED = "DELETE FROM credit_holds WHERE expires_at < ? RETURNING key_id, amount, budget_window"
 # Exact arithmetic, no clamping: credits_reserved is the sum of live holds by construction.
 _APPLY = "UPDATE api_keys SET credits_reserved = credits_reserved - ?, credits_used = credits_used + ? WHERE id = ?"
+# Budget windows: the same hold/settle arithmetic per (key, window start).
+_OPEN_WINDOW = "INSERT INTO budget_windows (key_id, window_start) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_RESERVE_WINDOW = (
+    "UPDATE budget_windows SET reserved = reserved + ?1 WHERE key_id = ?2 AND window_start = ?3 AND ("
+    "(SELECT budget FROM api_keys WHERE id = ?2) IS NULL "
+    "OR used + reserved + ?1 <= (SELECT budget FROM api_keys WHERE id = ?2))"
+)
+_APPLY_WINDOW = (
+    "UPDATE budget_windows SET reserved = reserved - ?, used = used + ? WHERE key_id = ? AND window_start = ?"
+)
 _CLAIM = (
     "UPDATE video_tasks SET lease_owner = :worker, lease_until = :until "
     "WHERE id = ("
@@ -183,6 +198,7 @@ class SqliteStore:
             key.admin,
             key.revoked,
             key.created_at,
+            *_governance_params(key),
         )
         try:
             await self._execute(_INSERT_KEY, params)
@@ -195,13 +211,29 @@ class SqliteStore:
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
         """The authentication hot path: one lookup on the unique secret_hash index."""
-        row = await self._fetchone(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?", (secret_hash,))
+        row = await self._fetchone(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?1 "
+            f"UNION ALL SELECT {_KEY_COLUMNS} FROM api_keys WHERE previous_secret_hash = ?1 LIMIT 1",
+            (secret_hash,),
+        )
         return None if row is None else _key_from_row(row)
 
-    async def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
-        """Keys in creation order; revoked ones only when asked for."""
-        where = "" if include_revoked else "WHERE revoked = 0 "
-        rows = await self._fetchall(f"SELECT {_KEY_COLUMNS} FROM api_keys {where}ORDER BY created_at, id", ())
+    async def list_keys(self, include_revoked: bool = False, *, limit: int | None = None,
+                        after: str | None = None) -> list[ApiKey]:
+        """Keys in creation order; revoked ones only when asked for. `after` (a key id) starts the
+        page after that key (keyset pagination: an unknown id gives an empty page); `limit` caps it."""
+        where = [] if include_revoked else ["revoked = 0"]
+        params: list[Any] = []
+        if after is not None:
+            where.append("(created_at, id) > (SELECT created_at, id FROM api_keys WHERE id = ?)")
+            params.append(after)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        tail = ""
+        if limit is not None:
+            tail = " LIMIT ?"
+            params.append(max(0, limit))
+        rows = await self._fetchall(f"SELECT {_KEY_COLUMNS} FROM api_keys {clause}ORDER BY created_at, id{tail}",
+                                    params)
         return [_key_from_row(row) for row in rows]
 
     async def update_key(
@@ -214,12 +246,13 @@ class SqliteStore:
         credits: Decimal | None = None,
         clear_credits: bool = False,
         revoked: bool | None = None,
+        patch: KeyPatch | None = None,
     ) -> ApiKey | None:
-        """Changes the given fields (`clear_credits` makes the key unlimited); returns the key
-        as updated, or None if there is no such key."""
+        """Changes the given fields (`clear_credits` makes the key unlimited; `patch` the
+        governance fields); returns the key as updated, or None if there is no such key."""
         if clear_credits and credits is not None:
             raise ValueError("pass either credits or clear_credits, not both")
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = _patch_columns(patch)
         if name is not None:
             changes["name"] = name
         if rpm is not None:
@@ -246,19 +279,50 @@ class SqliteStore:
         row = await self._fetchone("SELECT COUNT(*) FROM api_keys", ())
         return int(row[0]) if row is not None else 0
 
+    async def rotate_key(self, key_id: str, secret_hash: str, prefix: str,
+                         previous_expires_at: float) -> ApiKey | None:
+        """Gives the key a new secret; the current one stays valid until `previous_expires_at`
+        (replacing any earlier previous secret). Returns the key as updated, or None."""
+        rows = await self._fetchall(
+            "UPDATE api_keys SET previous_secret_hash = secret_hash, previous_expires_at = ?, "
+            f"secret_hash = ?, prefix = ? WHERE id = ? RETURNING {_KEY_COLUMNS}",
+            (previous_expires_at, secret_hash, prefix, key_id),
+        )
+        return _key_from_row(rows[0]) if rows else None
+
+    async def budget_usage(self, key_id: str, window_start: float) -> tuple[Decimal, Decimal]:
+        """(used, reserved) of the key's budget window starting at `window_start` (0, 0 if unused)."""
+        row = await self._fetchone("SELECT used, reserved FROM budget_windows WHERE key_id = ? AND window_start = ?",
+                                   (key_id, window_start))
+        return (Decimal(0), Decimal(0)) if row is None else (from_units(row[0]), from_units(row[1]))
+
+    async def claim_alert(self, key_id: str, kind: str, period_start: float, threshold: int) -> bool:
+        """Records that `threshold` was crossed for (key, kind, window); True only for the first caller."""
+        return await self._execute(
+            "INSERT INTO key_alerts (key_id, kind, period_start, threshold, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING", (key_id, kind, period_start, threshold, time.time())) == 1
+
     # --------------------------------------------------------------------------------- credits
     async def reserve_hold(self, hold: CreditHold) -> bool:
         """One transaction: the conditional reservation UPDATE and, iff it fit, the hold row."""
         units = _non_negative(hold.amount, "amount")
-        row = (hold.id, hold.key_id, units, hold.owner, hold.expires_at, time.time())
+        window = hold.budget_window
+        row = (hold.id, hold.key_id, units, hold.owner, hold.expires_at, time.time(), window)
 
         def reserve(conn: sqlite3.Connection) -> bool:
             if conn.execute(_RESERVE, (units, hold.key_id)).rowcount != 1:
                 return False
+            if window is not None:
+                conn.execute(_OPEN_WINDOW, (hold.key_id, window))
+                if conn.execute(_RESERVE_WINDOW, (units, hold.key_id, window)).rowcount != 1:
+                    raise _DoesNotFit
             conn.execute(_INSERT_HOLD, row)
             return True
 
-        return await self._transaction(reserve)
+        try:
+            return await self._transaction(reserve)
+        except _DoesNotFit:
+            return False
 
     async def release_hold(self, hold_id: str) -> bool:
         return await self._transaction(lambda conn: _release(conn, conn.execute(_DROP_HOLD, (hold_id,)).fetchall()) > 0)
@@ -271,15 +335,17 @@ class SqliteStore:
 
     async def list_holds(self, key_id: str) -> list[CreditHold]:
         rows = await self._fetchall(
-            "SELECT id, key_id, amount, owner, expires_at FROM credit_holds WHERE key_id = ? ORDER BY id", (key_id,))
-        return [CreditHold(id=r[0], key_id=r[1], amount=from_units(r[2]), owner=r[3], expires_at=r[4]) for r in rows]
+            "SELECT id, key_id, amount, owner, expires_at, budget_window FROM credit_holds WHERE key_id = ? ORDER BY id",
+            (key_id,))
+        return [CreditHold(id=r[0], key_id=r[1], amount=from_units(r[2]), owner=r[3], expires_at=r[4],
+                           budget_window=r[5]) for r in rows]
 
     # ----------------------------------------------------------------------------------- usage
     async def settle(self, settlements: Sequence[Settlement]) -> int:
         """The whole batch in one transaction (see `core.ports.UsageStore.settle`)."""
         if not settlements:
             return 0
-        rows = [(_usage_params(s.record), s.hold_id) for s in settlements]
+        rows = [(_usage_params(s.record), s.hold_id, s.budget_window) for s in settlements]
         return await self._transaction(lambda conn: _settle(conn, rows))
 
     async def get_usage(self, record_id: str) -> UsageRecord | None:
@@ -373,6 +439,11 @@ class SqliteStore:
     async def delete_expired_responses(self, now: float) -> int:
         return await self._execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
 
+    async def delete_files_before(self, cutoff: float, limit: int = 500) -> int:
+        return await self._execute(
+            "DELETE FROM files WHERE id IN (SELECT id FROM files WHERE created_at < ? LIMIT ?)", (cutoff, limit)
+        )
+
     # ----------------------------------------------------------------------------- video tasks
     async def create_video_task(self, task: VideoTask) -> tuple[VideoTask, bool]:
         """Inserts the task, or returns the stored one with the same non-empty (key_id,
@@ -434,7 +505,7 @@ class SqliteStore:
 
     async def finish_video_task(self, task: VideoTask, worker: str, settlement: Settlement) -> bool:
         params = _video_update_params(task, worker)
-        row = (_usage_params(settlement.record), settlement.hold_id)
+        row = (_usage_params(settlement.record), settlement.hold_id, settlement.budget_window)
 
         def finish(conn: sqlite3.Connection) -> bool:
             if conn.execute(_UPDATE_VIDEO, params).rowcount != 1:
@@ -597,32 +668,52 @@ def _statements(sql: str) -> Iterator[str]:
         raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:80]!r}")
 
 
+class _DoesNotFit(Exception):
+    """Raised inside a reservation transaction to roll it back (the budget window is full)."""
+
+
 def _release(conn: sqlite3.Connection, dropped: Sequence[sqlite3.Row]) -> int:
-    """Takes the amounts of just-deleted holds off their keys' reservations."""
+    """Takes the amounts of just-deleted holds off their keys' (and budget windows') reservations."""
     per_key: dict[str, int] = {}
-    for key_id, amount in dropped:
+    per_window: dict[tuple[str, float], int] = {}
+    for key_id, amount, window in dropped:
         per_key[key_id] = per_key.get(key_id, 0) + amount
+        if window is not None:
+            per_window[(key_id, window)] = per_window.get((key_id, window), 0) + amount
     for key_id, amount in per_key.items():
         conn.execute(_APPLY, (amount, 0, key_id))
+    for (key_id, window), amount in per_window.items():
+        conn.execute(_APPLY_WINDOW, (amount, 0, key_id, window))
     return len(dropped)
 
 
-def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str]]) -> int:
-    """Inside a transaction: inserts each new record, drops its hold, charges its cost."""
+def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str, float | None]]) -> int:
+    """Inside a transaction: inserts each new record, drops its hold, charges its cost (to the
+    key's credits and, when it was admitted under a budget, to that budget window)."""
     released: dict[str, int] = {}
     charged: dict[str, int] = {}
+    windows: dict[tuple[str, float], list[int]] = {}  # (key, start) -> [released, charged]
     new = 0
-    for params, hold_id in rows:
+    for params, hold_id, budget_window in rows:
         if conn.execute(_INSERT_USAGE, params).rowcount != 1:
             continue  # settled before: idempotent
         new += 1
         key_id, cost = params[1], params[8]
         charged[key_id] = charged.get(key_id, 0) + cost
+        window = budget_window
         if hold_id:
-            for hold_key, amount in conn.execute(_DROP_HOLD, (hold_id,)).fetchall():
+            for hold_key, amount, hold_window in conn.execute(_DROP_HOLD, (hold_id,)).fetchall():
                 released[hold_key] = released.get(hold_key, 0) + amount
+                if hold_window is not None:
+                    window = hold_window
+                    windows.setdefault((hold_key, hold_window), [0, 0])[0] += amount
+        if window is not None:
+            windows.setdefault((key_id, window), [0, 0])[1] += cost
     for key_id in charged.keys() | released.keys():
         conn.execute(_APPLY, (released.get(key_id, 0), charged.get(key_id, 0), key_id))
+    for (key_id, window), (freed, spent) in windows.items():
+        conn.execute(_OPEN_WINDOW, (key_id, window))
+        conn.execute(_APPLY_WINDOW, (freed, spent, key_id, window))
     return new
 
 
@@ -660,8 +751,45 @@ def _credits(amount: Decimal) -> int:
     return _non_negative(amount, "credits")
 
 
+def _governance_params(key: ApiKey) -> tuple[Any, ...]:
+    return (
+        _json(key.models),
+        key.expires_at,
+        key.tpm,
+        None if key.budget is None else _non_negative(key.budget, "budget"),
+        key.budget_period,
+        _json(key.scopes),
+        msgspec.json.encode(key.metadata).decode(),
+        key.alert_webhook,
+        _json(key.alert_thresholds),
+        key.webhook_secret,
+        key.previous_secret_hash,
+        key.previous_expires_at,
+    )
+
+
+def _patch_columns(patch: KeyPatch | None) -> dict[str, Any]:
+    """The column assignments of a KeyPatch (scopes also set `admin`)."""
+    if patch is None:
+        return {}
+    out: dict[str, Any] = {}
+    for name, value in patch.changes().items():
+        if name in ("models", "scopes", "alert_thresholds"):
+            out[name] = _json(value)  # type: ignore[arg-type]
+        elif name == "metadata":
+            out[name] = msgspec.json.encode(value).decode()
+        elif name == "budget":
+            out[name] = None if value is None else _non_negative(value, "budget")  # type: ignore[arg-type]
+        else:
+            out[name] = value
+        if name == "scopes":
+            out["admin"] = "admin" in value  # type: ignore[operator]
+    return out
+
+
 def _key_from_row(row: sqlite3.Row) -> ApiKey:
     credits = row["credits"]
+    budget = row["budget"]
     return ApiKey(
         id=row["id"],
         name=row["name"],
@@ -675,6 +803,18 @@ def _key_from_row(row: sqlite3.Row) -> ApiKey:
         admin=bool(row["admin"]),
         revoked=bool(row["revoked"]),
         created_at=row["created_at"],
+        models=msgspec.json.decode(row["models"], type=tuple[str, ...]),
+        expires_at=row["expires_at"],
+        tpm=row["tpm"],
+        budget=None if budget is None else from_units(budget),
+        budget_period=row["budget_period"],
+        scopes=msgspec.json.decode(row["scopes"], type=tuple[str, ...]),
+        metadata=msgspec.json.decode(row["metadata"], type=dict[str, str]),
+        alert_webhook=row["alert_webhook"],
+        alert_thresholds=msgspec.json.decode(row["alert_thresholds"], type=tuple[int, ...]),
+        webhook_secret=row["webhook_secret"],
+        previous_secret_hash=row["previous_secret_hash"],
+        previous_expires_at=row["previous_expires_at"],
     )
 
 
@@ -699,6 +839,9 @@ def _usage_params(record: UsageRecord) -> tuple[Any, ...]:
         _json(record.attempts),
         record.error,
         record.created_at,
+        record.cached_tokens,
+        record.cache_creation_tokens,
+        record.reasoning_tokens,
     )
 
 
@@ -723,6 +866,9 @@ def _usage_from_row(row: sqlite3.Row) -> UsageRecord:
         attempts=msgspec.json.decode(row["attempts"], type=tuple[str, ...]),
         error=row["error"],
         created_at=row["created_at"],
+        cached_tokens=row["cached_tokens"],
+        cache_creation_tokens=row["cache_creation_tokens"],
+        reasoning_tokens=row["reasoning_tokens"],
     )
 
 

@@ -340,6 +340,20 @@ async def test_usage_roundtrip(store: MigratingStore) -> None:
     assert await insert_usage(store, []) == 0
 
 
+async def test_usage_token_details_roundtrip(store: MigratingStore) -> None:
+    """Cached (cache read), cache-creation and reasoning token counts survive the store."""
+    record = make_usage(3, kind="chat", prompt_tokens=5000, completion_tokens=900, cached_tokens=4096,
+                        cache_creation_tokens=512, reasoning_tokens=640)
+    embedding = make_usage(4, kind="embedding", prompt_tokens=17)
+    await insert_usage(store, [record, embedding])
+
+    got = await store.get_usage("gen_0003")
+    assert got == record
+    assert got is not None and (got.cached_tokens, got.cache_creation_tokens, got.reasoning_tokens) == (4096, 512, 640)
+    assert await store.get_usage("gen_0004") == embedding
+    assert [r async for r in store.export_usage()] == [record, embedding]
+
+
 async def test_reinserted_usage_record_is_skipped(store: MigratingStore) -> None:
     await insert_usage(store, [make_usage(1, prompt_tokens=5)])
 
@@ -407,6 +421,16 @@ async def test_file_roundtrip(store: MigratingStore) -> None:
     assert await store.get_file("file_3") is None
     with pytest.raises(ValueError):
         await store.put_file(stored)
+
+
+async def test_delete_files_before_removes_exactly_the_old_ones_in_batches(store: MigratingStore) -> None:
+    for i in range(7):
+        await store.put_file(StoredFile(id=f"file_{i}", key_id="key_1", mime_type="image/png", data=b"x",
+                                        created_at=100.0 + i))
+    assert await store.delete_files_before(103.0, limit=2) == 2  # a batch is bounded
+    assert await store.delete_files_before(103.0, limit=2) == 1  # 100, 101, 102 gone; 103 is not before
+    assert await store.delete_files_before(103.0, limit=2) == 0
+    assert [i for i in range(7) if await store.get_file(f"file_{i}") is not None] == [3, 4, 5, 6]
 
 
 # ------------------------------------------------------------------------------------ video tasks
