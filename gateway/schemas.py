@@ -11,7 +11,7 @@ from msgspec import UNSET, UnsetType
 from gateway.encoding import decimal_number
 from raven.v1 import usage_pb2
 
-__all__ = ["Credits", "Int32", "Int64", "Usage", "usage_from_proto"]
+__all__ = ["CompletionTokensDetails", "Credits", "Int32", "Int64", "PromptTokensDetails", "Usage", "usage_from_proto"]
 
 _INT32: Final = 2**31
 _INT64: Final = 2**63
@@ -28,6 +28,20 @@ Credits = Annotated[
 ]
 
 
+class PromptTokensDetails(msgspec.Struct, kw_only=True, gc=False):
+    """Parts of ``prompt_tokens``: read from the provider's prompt cache (priced at the cached
+    rate); Raven's extension ``cache_creation_tokens``: written to it (Anthropic)."""
+
+    cached_tokens: int
+    cache_creation_tokens: int | UnsetType = UNSET
+
+
+class CompletionTokensDetails(msgspec.Struct, kw_only=True, gc=False):
+    """Parts of ``completion_tokens``: spent on reasoning."""
+
+    reasoning_tokens: int
+
+
 class Usage(msgspec.Struct, kw_only=True, gc=False):
     """Token usage and cost of one generation."""
 
@@ -38,14 +52,24 @@ class Usage(msgspec.Struct, kw_only=True, gc=False):
     cost: Credits
     #: Present (true) when the upstream reported no usage and Raven counted the tokens.
     estimated: bool | UnsetType = UNSET
+    prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
+    completion_tokens_details: CompletionTokensDetails | UnsetType = UNSET
 
 
-def usage_from_proto(usage: usage_pb2.Usage) -> Usage:
-    """The JSON usage object of a proto Usage."""
-    return Usage(
+def usage_from_proto(usage: usage_pb2.Usage, *, details: bool = False) -> Usage:
+    """The JSON usage object of a proto Usage; with `details`, OpenAI's token details objects
+    (always written, as OpenAI does for chat completions)."""
+    out = Usage(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
         cost=decimal_number(usage.cost),
         estimated=True if usage.estimated else UNSET,
     )
+    if details:
+        out.prompt_tokens_details = PromptTokensDetails(
+            cached_tokens=usage.cached_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens if usage.cache_creation_tokens else UNSET,
+        )
+        out.completion_tokens_details = CompletionTokensDetails(reasoning_tokens=usage.reasoning_tokens)
+    return out

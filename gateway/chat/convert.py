@@ -92,9 +92,12 @@ def _struct_value(value: dict[str, Any], param: str) -> dict[str, Any]:
 
 def _request_fields(body: ChatCompletionRequest) -> dict[str, Any]:
     fields: dict[str, Any] = {"model": body.model, "messages": [_message(m) for m in body.messages]}
-    max_tokens = body.max_tokens if body.max_tokens is not None else body.max_completion_tokens
-    if max_tokens is not None:
-        fields["max_tokens"] = max_tokens
+    if body.max_tokens is not None:
+        fields["max_tokens"] = body.max_tokens
+    if body.max_completion_tokens is not None:
+        fields["max_completion_tokens"] = body.max_completion_tokens
+    if body.reasoning_effort is not None:
+        fields["reasoning"] = chat_pb2.ReasoningConfig(effort=body.reasoning_effort)
     for name in _SCALARS:
         value = getattr(body, name)
         if value is not None:
@@ -139,6 +142,8 @@ def _message(message: ChatMessage) -> chat_pb2.ChatMessage:
                 for c in message.tool_calls
             ]
         )
+    if message.reasoning_content:
+        proto.reasoning_content = message.reasoning_content
     return proto
 
 
@@ -191,7 +196,7 @@ def completion_from_proto(reply: chat_service_pb2.CreateChatCompletionResponse) 
         created=reply.created,
         model=reply.model,
         choices=[_choice(choice) for choice in reply.choices],
-        usage=usage_from_proto(reply.usage) if reply.HasField("usage") else None,
+        usage=usage_from_proto(reply.usage, details=True) if reply.HasField("usage") else None,
         provider=reply.provider or None,
     )
 
@@ -208,6 +213,7 @@ def _choice(choice: chat_pb2.ChatChoice) -> Choice:
             role="assistant",
             content=message.content if message.HasField("content") else None,
             tool_calls=tool_calls or UNSET,
+            reasoning_content=message.reasoning_content if message.reasoning_content else UNSET,
         ),
         finish_reason=choice.finish_reason or None,
         native_finish_reason=choice.native_finish_reason or None,
@@ -223,7 +229,7 @@ def chunk_from_proto(message: chat_service_pb2.StreamChatCompletionResponse) -> 
         choices=[_chunk_choice(choice) for choice in message.choices],
     )
     if message.HasField("usage"):
-        chunk.usage = usage_from_proto(message.usage)
+        chunk.usage = usage_from_proto(message.usage, details=True)
     if message.HasField("error"):
         error = message.error
         chunk.error = StreamError(message=error.message, type=error.type or "api_error", code=error.code or None)
@@ -239,6 +245,8 @@ def _chunk_choice(choice: chat_pb2.ChunkChoice) -> ChunkChoice:
         out.role = delta.role
     if delta.HasField("content"):
         out.content = delta.content
+    if delta.HasField("reasoning_content"):
+        out.reasoning_content = delta.reasoning_content
     if delta.tool_calls:
         out.tool_calls = [_tool_call_delta(call) for call in delta.tool_calls]
     result = ChunkChoice(

@@ -72,6 +72,8 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     name: str | None = None
     tool_call_id: str | None = None
     tool_calls: list[MessageToolCall] | None = None
+    #: The reasoning of an earlier assistant turn (DeepSeek / vLLM ``reasoning_content``).
+    reasoning_content: str | None = None
 
 
 class FunctionDefinition(msgspec.Struct, kw_only=True):
@@ -131,7 +133,8 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True, dict=True):
     messages: list[ChatMessage]
     stream: bool | None = None
     max_tokens: Int32 | None = None
-    #: OpenAI's newer name for ``max_tokens``; used when ``max_tokens`` is absent.
+    #: OpenAI's newer name for ``max_tokens``; used when ``max_tokens`` is absent, and sent to
+    #: OpenAI-compatible upstreams under this name.
     max_completion_tokens: Int32 | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -147,6 +150,8 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True, dict=True):
     models: list[str] | None = None
     #: Accepted for compatibility and ignored: the final chunk of a stream always carries usage.
     stream_options: dict[str, Any] | None = None
+    #: How much a reasoning model thinks: none, minimal, low, medium, high (mapped per provider).
+    reasoning_effort: str | None = None
 
 
 # ----------------------------------------------------------------------------------- response
@@ -173,6 +178,8 @@ class AssistantMessage(msgspec.Struct, kw_only=True, gc=False):
     role: Literal["assistant"]
     content: str | None
     tool_calls: list[ToolCall] | UnsetType = UNSET
+    #: The model's reasoning, where the provider returns it (DeepSeek-style ``reasoning_content``).
+    reasoning_content: str | UnsetType = UNSET
 
 
 class Choice(msgspec.Struct, kw_only=True, gc=False):
@@ -219,6 +226,7 @@ class ChunkDelta(msgspec.Struct, kw_only=True, gc=False):
 
     role: str | UnsetType = UNSET
     content: str | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET
     tool_calls: list[ToolCallDelta] | UnsetType = UNSET
 
 

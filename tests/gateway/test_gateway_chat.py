@@ -134,7 +134,9 @@ async def test_full_request_shape_is_translated_field_for_field(http: httpx.Asyn
     assert request.frequency_penalty == pytest.approx(0.1)
     assert request.presence_penalty == pytest.approx(-0.1)
     assert request.user == "u-1"
-    assert request.max_tokens == 10
+    # the bound travels under the name the client used (not rewritten to max_tokens)
+    assert not request.HasField("max_tokens")
+    assert request.max_completion_tokens == 10
     # Unknown keys travel in extra_body; stream_options is dropped (usage is always reported).
     assert json_format.MessageToDict(request.extra_body) == {"top_k": 40, "n": 1, "provider": {"order": ["local"]}}
 
@@ -189,7 +191,9 @@ async def test_unary_json_shape(http: httpx.AsyncClient) -> None:
         "native_finish_reason": "stop",
         "logprobs": None,
     }
-    assert body["usage"] == {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15, "cost": 0.000123}
+    assert body["usage"] == {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15, "cost": 0.000123,
+                             "prompt_tokens_details": {"cached_tokens": 0},
+                             "completion_tokens_details": {"reasoning_tokens": 0}}
     assert body["system_fingerprint"] is None
 
 

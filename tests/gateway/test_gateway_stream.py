@@ -66,7 +66,9 @@ async def test_sse_framing(http: httpx.AsyncClient) -> None:
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-2]["choices"][0]["native_finish_reason"] == "stop"
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8, "cost": 0.0000042}
+    assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8, "cost": 0.0000042,
+                                   "prompt_tokens_details": {"cached_tokens": 0},
+                                   "completion_tokens_details": {"reasoning_tokens": 0}}
     assert all("usage" not in c for c in chunks[:-1])
     assert {c["id"] for c in chunks} == {"chatcmpl-s"}
 
