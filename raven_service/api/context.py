@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
 import grpc
 
 from raven_service.api.errors import abort, rate_metadata
+from raven_service.api.observe import note_principal
 from raven_service.core.errors import RavenError
 from raven_service.core.types import Principal
 from raven_service.policy.auth import Authenticator
@@ -53,10 +58,12 @@ async def authenticate(auth: Authenticator, context: grpc.aio.ServicerContext) -
     limit) abort."""
     metadata = context.invocation_metadata() or ()
     try:
-        return await auth.authenticate(_authorization(metadata), client_address(context, metadata))
+        principal = await auth.authenticate(_authorization(metadata), client_address(context, metadata))
     except RavenError as exc:
         await abort(context, exc)
         raise AssertionError("unreachable") from exc
+    note_principal(principal)  # the key id of this call's span and access-log line (api/observe.py)
+    return principal
 
 
 async def send_rate(context: grpc.aio.ServicerContext, rate, extra: tuple[tuple[str, str], ...] = ()) -> None:
@@ -66,3 +73,35 @@ async def send_rate(context: grpc.aio.ServicerContext, rate, extra: tuple[tuple[
 def set_rate_trailer(context: grpc.aio.ServicerContext, rate, extra: tuple[tuple[str, str], ...] = ()) -> None:
     """Unary calls: the same metadata as trailers, which ride on the status frame (no extra write)."""
     context.set_trailing_metadata(rate_metadata(rate) + extra)
+
+
+class _Edge(Protocol):
+    _auth: Authenticator
+    _admitter: Any  # app.admission.Admitter (peek / attach_rate)
+
+
+S = TypeVar("S", bound=_Edge)
+R = TypeVar("R")
+
+
+def unary_call(
+    method: Callable[[S, Any, grpc.aio.ServicerContext, Principal], Awaitable[R]],
+) -> Callable[[S, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    """The edge of every unary RPC, once: authenticate the caller, run `method(self, request,
+    context, principal)`, and answer with the caller's x-ratelimit-* trailers, whether it
+    succeeded or failed (a RavenError becomes the rich status via `abort`, with the rate state
+    attached). The servicer holds `_auth` and `_admitter`."""
+
+    @functools.wraps(method)
+    async def call(self: S, request: Any, context: grpc.aio.ServicerContext) -> R:
+        principal = await authenticate(self._auth, context)
+        try:
+            response = await method(self, request, context, principal)
+        except RavenError as exc:
+            await self._admitter.attach_rate(exc, principal)
+            await abort(context, exc)
+            raise
+        set_rate_trailer(context, await self._admitter.peek(principal))
+        return response
+
+    return call

@@ -17,7 +17,7 @@ from raven.v1 import (
     video_service_pb2_grpc,
 )
 from raven_service.api import convert
-from raven_service.api.context import authenticate, send_rate, set_rate_trailer
+from raven_service.api.context import authenticate, send_rate, unary_call
 from raven_service.api.errors import abort
 from raven_service.app.admission import Admitter
 from raven_service.app.media import OUTPUT_TTL, FileUseCase, ImageUseCase, VideoUseCase
@@ -34,22 +34,14 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._catalogue = catalogue
         self._admitter = admitter
 
-    async def ListModels(self, request, context):
-        principal = await authenticate(self._auth, context)
-        set_rate_trailer(context, await self._admitter.peek(principal))
+    @unary_call
+    async def ListModels(self, request, context, principal):
         return model_service_pb2.ListModelsResponse(
             models=[convert.model(m) for m in self._catalogue.list(request.capability)])
 
-    async def GetModel(self, request, context):
-        principal = await authenticate(self._auth, context)
-        try:
-            m = self._catalogue.get(request.id)
-        except RavenError as exc:
-            await self._admitter.attach_rate(exc, principal)
-            await abort(context, exc)
-            raise
-        set_rate_trailer(context, await self._admitter.peek(principal))
-        return model_service_pb2.GetModelResponse(model=convert.model(m))
+    @unary_call
+    async def GetModel(self, request, context, principal):
+        return model_service_pb2.GetModelResponse(model=convert.model(self._catalogue.get(request.id)))
 
 
 class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):
@@ -58,22 +50,17 @@ class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):
         self._images = images
         self._admitter = admitter
 
-    async def GenerateImages(self, request: image_service_pb2.GenerateImagesRequest, context):
-        principal = await authenticate(self._auth, context)
-        try:
-            result = await self._images.generate(
-                principal, request.model, request.prompt,
-                n=request.n if request.HasField("n") else None,
-                size=request.size if request.HasField("size") else None,
-                response_format=request.response_format if request.HasField("response_format") else None,
-                seed=request.seed if request.HasField("seed") else None,
-                quality=request.quality if request.HasField("quality") else None,
-                style=request.style if request.HasField("style") else None,
-            )
-        except RavenError as exc:
-            await abort(context, exc)
-            raise
-        set_rate_trailer(context, await self._admitter.peek(principal))
+    @unary_call
+    async def GenerateImages(self, request: image_service_pb2.GenerateImagesRequest, context, principal):
+        result = await self._images.generate(
+            principal, request.model, request.prompt,
+            n=request.n if request.HasField("n") else None,
+            size=request.size if request.HasField("size") else None,
+            response_format=request.response_format if request.HasField("response_format") else None,
+            seed=request.seed if request.HasField("seed") else None,
+            quality=request.quality if request.HasField("quality") else None,
+            style=request.style if request.HasField("style") else None,
+        )
         data = [
             image_service_pb2.GeneratedImage(b64_json="" if file_id else base64.b64encode(png).decode(),
                                              url=convert.file_url(file_id) if file_id else "",
@@ -104,44 +91,27 @@ class VideoServicer(video_service_pb2_grpc.VideoServiceServicer):
         self._admitter = admitter
         self._ttl = output_ttl
 
-    async def CreateVideoGeneration(self, request: video_service_pb2.CreateVideoGenerationRequest, context):
-        principal = await authenticate(self._auth, context)
-        try:
-            image = _decode_image(request.image) if request.HasField("image") and request.image else None
-            task = await self._videos.create(
-                principal, request.model, request.prompt,
-                seconds=request.seconds if request.HasField("seconds") else None,
-                size=request.size if request.HasField("size") else None,
-                image=image, request_id=request.request_id,
-                seed=request.seed if request.HasField("seed") else None,
-            )
-        except RavenError as exc:
-            await self._admitter.attach_rate(exc, principal)
-            await abort(context, exc)
-            raise
-        set_rate_trailer(context, await self._admitter.peek(principal))
+    @unary_call
+    async def CreateVideoGeneration(self, request: video_service_pb2.CreateVideoGenerationRequest, context,
+                                    principal):
+        image = _decode_image(request.image) if request.HasField("image") and request.image else None
+        task = await self._videos.create(
+            principal, request.model, request.prompt,
+            seconds=request.seconds if request.HasField("seconds") else None,
+            size=request.size if request.HasField("size") else None,
+            image=image, request_id=request.request_id,
+            seed=request.seed if request.HasField("seed") else None,
+        )
         return video_service_pb2.CreateVideoGenerationResponse(video_generation=convert.video(task, self._ttl))
 
-    async def GetVideoGeneration(self, request, context):
-        principal = await authenticate(self._auth, context)
-        try:
-            task = await self._videos.get(principal, request.id)
-        except RavenError as exc:
-            await self._admitter.attach_rate(exc, principal)
-            await abort(context, exc)
-            raise
-        set_rate_trailer(context, await self._admitter.peek(principal))
+    @unary_call
+    async def GetVideoGeneration(self, request, context, principal):
+        task = await self._videos.get(principal, request.id)
         return video_service_pb2.GetVideoGenerationResponse(video_generation=convert.video(task, self._ttl))
 
-    async def ListVideoGenerations(self, request, context):
-        principal = await authenticate(self._auth, context)
-        try:
-            tasks, token = await self._videos.list(principal, request.page_size, request.page_token)
-        except RavenError as exc:
-            await self._admitter.attach_rate(exc, principal)
-            await abort(context, exc)
-            raise
-        set_rate_trailer(context, await self._admitter.peek(principal))
+    @unary_call
+    async def ListVideoGenerations(self, request, context, principal):
+        tasks, token = await self._videos.list(principal, request.page_size, request.page_token)
         return video_service_pb2.ListVideoGenerationsResponse(
             video_generations=[convert.video(t, self._ttl) for t in tasks], next_page_token=token)
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from raven_service.accounting.pricing import image_cost, video_cost
 from raven_service.app.admission import Admitter, Ticket
+from raven_service.app.validation import validate_input_image
 from raven_service.core.errors import InvalidArgument, NotFound, RavenError
 from raven_service.core.ports import FileStore, ImageProvider, VideoTaskStore
 from raven_service.core.types import (
@@ -139,6 +140,8 @@ class VideoUseCase:
                                       code="invalid_value")
             if len(request_id) > 200:
                 raise InvalidArgument("The idempotency key is longer than 200 characters.", param="request_id")
+            if image is not None:
+                validate_input_image(image)  # header only: a decompression bomb never reaches a worker
         except RavenError as exc:
             await self._admitter.attach_rate(exc, principal)
             raise

@@ -57,8 +57,12 @@ async def test_deep_struct_is_invalid_argument(svc, channel, levels):
 
 async def test_deep_struct_in_a_stream_is_invalid_argument(svc, channel):
     stub = chat_service_pb2_grpc.ChatServiceStub(channel)
-    request = _with_deep_tool(chat_service_pb2.StreamChatCompletionRequest(
-        model=CHAT, messages=[chat_pb2.ChatMessage(role="user", content="hi")]), 50)
+    request = _with_deep_tool(
+        chat_service_pb2.StreamChatCompletionRequest(
+            model=CHAT, messages=[chat_pb2.ChatMessage(role="user", content="hi")]
+        ),
+        50,
+    )
     with pytest.raises(grpc.aio.AioRpcError) as ei:
         async for _ in stub.StreamChatCompletion(request, metadata=svc.meta()):
             pass
@@ -66,8 +70,10 @@ async def test_deep_struct_in_a_stream_is_invalid_argument(svc, channel):
 
 
 async def test_oversized_message_is_invalid_argument_payload_too_large(tmp_path):
-    async with service(tmp_path, max_body_bytes=1024 * 1024) as svc, \
-            grpc.aio.insecure_channel(svc.target, options=[("grpc.max_send_message_length", -1)]) as ch:
+    async with (
+        service(tmp_path, max_body_bytes=1024 * 1024) as svc,
+        grpc.aio.insecure_channel(svc.target, options=[("grpc.max_send_message_length", -1)]) as ch,
+    ):
         stub = chat_service_pb2_grpc.ChatServiceStub(ch)
         big = _request(messages=[chat_pb2.ChatMessage(role="user", content="x" * (1536 * 1024))])
         err = await _fails(stub.CreateChatCompletion, big, svc.meta())
@@ -141,3 +147,31 @@ def test_input_images_over_40_megapixels_are_refused_before_decoding():
     small = io.BytesIO()
     Image.new("RGB", (64, 32)).save(small, "PNG")
     assert validate_input_image(small.getvalue()) == (64, 32)
+
+
+async def test_video_submit_with_a_decompression_bomb_is_refused_before_any_task(svc, channel):
+    import base64
+    import io
+
+    from PIL import Image
+    from tests_support import usage_records
+
+    from raven.v1 import video_service_pb2, video_service_pb2_grpc
+
+    buf = io.BytesIO()
+    Image.new("1", (13_000, 13_000)).save(buf, "PNG")  # 169 Mpx in a few hundred KB
+    stub = video_service_pb2_grpc.VideoServiceStub(channel)
+    request = video_service_pb2.CreateVideoGenerationRequest(
+        model="raven/local-video",
+        prompt="a bomb",
+        image="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+    )
+    err = await _fails(stub.CreateVideoGeneration, request, svc.meta())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, bad = _details(err)
+    assert bad is not None and bad.field_violations[0].field == "image"
+    assert "40,000,000" in err.details()
+    listed = await stub.ListVideoGenerations(video_service_pb2.ListVideoGenerationsRequest(), metadata=svc.meta())
+    assert list(listed.video_generations) == []  # no task was created, nothing was held
+    assert await usage_records(svc.services) == []
+    assert svc.services.admitter.admitted_count == 0
