@@ -16,7 +16,7 @@ def test_no_server_error_under_schemathesis(raven, tmp_path):
     p = raven()
     out = subprocess.run(
         [SCHEMATHESIS, "run", f"{p.base}/openapi.json", "-H", f"Authorization: Bearer {p.key}",
-         "--checks", "not_a_server_error", "--max-examples", "25", "--request-timeout", "20",
+         "--checks", "not_a_server_error", "--max-examples", "150", "--request-timeout", "20",
          "--seed", "20261128"],
         capture_output=True, text=True, timeout=280, cwd=tmp_path,
     )
