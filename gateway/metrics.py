@@ -6,6 +6,10 @@ a key, a model id or anything else a client controls.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import time
 from time import perf_counter
 from typing import Any, Final
 
@@ -22,17 +26,23 @@ __all__ = ["GatewayMetrics", "metrics_endpoint"]
 
 _BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: One JSON object per line; the service's lines for the same request share its request id.
+_ACCESS_LOG: Final = logging.getLogger("raven.access")
 
 
 class GatewayMetrics:
     """The gateway's metrics, in a registry of their own (one per app)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        """Create the metrics in ``registry`` (a new one by default, with process metrics)."""
+    def __init__(self, registry: CollectorRegistry | None = None, *, exposition: CollectorRegistry | None = None,
+                 access_log: bool = False) -> None:
+        """Create the metrics in ``registry`` (a new one by default, with process metrics);
+        `/metrics` serves ``exposition`` (default: ``registry``)."""
         if registry is None:
             registry = CollectorRegistry()
             ProcessCollector(registry=registry)
         self.registry = registry
+        self.exposition = exposition or registry
+        self.access_log = access_log
         self.requests = Counter(
             "raven_gateway_requests",
             "HTTP requests answered, by route template, method and status.",
@@ -88,7 +98,14 @@ class GatewayMetrics:
                 # Litestar types scope["type"] as a ScopeType enum literal: `!= "http"` does not narrow.
                 method = scope["method"] if scope["method"] in _METHODS else "OTHER"  # type: ignore[typeddict-item]
                 route = scope.get("path_template") or "unmatched"
-                self.observe(route, method, status, perf_counter() - start)
+                elapsed = perf_counter() - start
+                self.observe(route, method, status, elapsed)
+                if self.access_log:
+                    _ACCESS_LOG.info(json.dumps({
+                        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "log": "http",
+                        "request_id": request_id, "method": method, "route": route, "status": status,
+                        "latency_ms": round(elapsed * 1000, 3), "pid": os.getpid(),
+                    }, separators=(",", ":")))
 
         return observe_request
 
@@ -104,4 +121,4 @@ def _header(headers: Any, name: bytes) -> bytes | None:
 def metrics_endpoint(state: State) -> Response[bytes]:
     """Prometheus metrics in the text exposition format."""
     metrics: GatewayMetrics = state.metrics
-    return Response(generate_latest(metrics.registry), headers={"content-type": CONTENT_TYPE_LATEST})
+    return Response(generate_latest(metrics.exposition), headers={"content-type": CONTENT_TYPE_LATEST})
