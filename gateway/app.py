@@ -33,6 +33,7 @@ def create_app(
     *,
     channel: grpc.aio.Channel | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    metrics_exposition: CollectorRegistry | None = None,
 ) -> Litestar:
     """Build the REST + SSE gateway.
 
@@ -43,13 +44,15 @@ def create_app(
             shutdown.
         metrics_registry: The Prometheus registry `/metrics` serves (a process running the service
             too passes its own, so one scrape shows both); a private one when None.
+        metrics_exposition: The registry `/metrics` serves when it is not ``metrics_registry``
+            (``raven serve --workers N``: a multiprocess collector summing every worker).
 
     Returns:
         The Litestar app.
     """
     settings = settings or GatewaySettings()
     DEADLINE[0] = settings.call_deadline
-    metrics = GatewayMetrics(metrics_registry)
+    metrics = GatewayMetrics(metrics_registry, exposition=metrics_exposition, access_log=settings.access_log)
     state = State({"settings": settings, "metrics": metrics, "backend": Backend(channel) if channel else None})
 
     @asynccontextmanager

@@ -23,6 +23,8 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
             file URLs absolute; ``None`` uses the scheme, host and port of each request.
         call_deadline: Seconds any one gateway->service call may take (a stream: to its end); the
             service's own ``request_timeout`` plus a margin, so the service times out first.
+        access_log: Log one JSON line per HTTP request (logger ``raven.access``): request id, method,
+            route template, status, latency. Never a header, a query string or a body.
     """
 
     grpc_target: str = "127.0.0.1:50051"
@@ -30,3 +32,4 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     keepalive_interval: float = 10.0
     public_base_url: str | None = None
     call_deadline: float = 660.0
+    access_log: bool = False
