@@ -58,7 +58,11 @@ taskset -c 0 "$RAVEN" serve --config "$HERE/raven-bench.toml" --data-dir "$DATA"
 trap 'kill $UP $GW 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18000/healthz >/dev/null && break; sleep 0.1; done
 dur=10; case " $* " in *" --quick "*) dur=2 ;; esac
-taskset -c 1 "$PY" "$HERE/grpc_load.py" --target 127.0.0.1:18051 --key "$KEY" -c 1,16,64 -d "$dur" \
-  | tee "$HERE/results/grpc-$stamp.jsonl"
+# Unary: h2load (C, nghttp2) posting a framed CreateChatCompletion; each level is checked against the
+# fake upstream's request counter (bench/grpc_h2load.py). Streams: the Python client measures TTFT.
+command -v h2load >/dev/null || { apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || \
+  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nghttp2-client >/dev/null 2>&1; }; }
+taskset -c 1 "$PY" "$HERE/grpc_h2load.py" --target 127.0.0.1:18051 --key "$KEY" -c 1,16,64 -d "$dur" \
+  --upstream-stats http://127.0.0.1:18080/stats | tee "$HERE/results/grpc-$stamp.jsonl"
 taskset -c 1 "$PY" "$HERE/grpc_load.py" --target 127.0.0.1:18051 --key "$KEY" -c 1,16 -d "$dur" --stream \
   | tee -a "$HERE/results/grpc-$stamp.jsonl"
