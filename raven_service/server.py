@@ -39,18 +39,20 @@ from raven.v1 import (
     video_service_pb2_grpc,
 )
 from raven_service.accounting.ledger import Ledger
-from raven_service.api.accounts import KeyServicer, UsageServicer
+from raven_service.api.accounts import KeyServicer
 from raven_service.api.chat import ChatServicer
 from raven_service.api.guard import RequestGuard, core_limit
 from raven_service.api.inproc import HandlerRegistry, InProcessChannel
 from raven_service.api.media import FileServicer, ImageServicer, ModelServicer, VideoServicer
 from raven_service.api.observe import ACCESS_LOG, RequestObserver, note_record
 from raven_service.api.responses import ResponseServicer
-from raven_service.app.accounts import KeyAdmin, UsageQueries
+from raven_service.api.usage import UsageServicer
+from raven_service.app.accounts import KeyAdmin
 from raven_service.app.admission import Admitter, HoldKeeper
 from raven_service.app.chat import ChatUseCase
 from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
 from raven_service.app.responses import ResponseUseCase
+from raven_service.app.usage import UsageQueries
 from raven_service.config import Settings
 from raven_service.core.ports import Limiter, Store
 from raven_service.jobs.files import OutputJanitor
@@ -183,7 +185,7 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
         files=FileUseCase(store, ttl=settings.output_ttl_seconds),
         keys=KeyAdmin(store, auth, default_rpm=settings.default_rpm,
                       default_concurrency=settings.default_concurrency),
-        usage_queries=UsageQueries(store, usage),
+        usage_queries=UsageQueries(store, store, usage),
         responses=ResponseUseCase(store),
         worker=worker,
         metrics=metrics,

@@ -45,6 +45,16 @@ class UsageServiceStub:
                 request_serializer=raven_dot_v1_dot_usage__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=raven_dot_v1_dot_usage__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.QueryUsage = channel.unary_unary(
+                '/raven.v1.UsageService/QueryUsage',
+                request_serializer=raven_dot_v1_dot_usage__service__pb2.QueryUsageRequest.SerializeToString,
+                response_deserializer=raven_dot_v1_dot_usage__service__pb2.QueryUsageResponse.FromString,
+                _registered_method=True)
+        self.ListGenerations = channel.unary_unary(
+                '/raven.v1.UsageService/ListGenerations',
+                request_serializer=raven_dot_v1_dot_usage__service__pb2.ListGenerationsRequest.SerializeToString,
+                response_deserializer=raven_dot_v1_dot_usage__service__pb2.ListGenerationsResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -65,6 +75,21 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryUsage(self, request, context):
+        """Usage grouped by day, model, key, provider and/or one metadata tag (REST GET /v1/usage).
+        A key reads its own usage; an admin key may name any key, and names none for every key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGenerations(self, request, context):
+        """Generation records, newest first, filtered and keyset-paged (REST GET /v1/generations).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +102,16 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=raven_dot_v1_dot_usage__service__pb2.GetUsageRequest.FromString,
                     response_serializer=raven_dot_v1_dot_usage__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'QueryUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryUsage,
+                    request_deserializer=raven_dot_v1_dot_usage__service__pb2.QueryUsageRequest.FromString,
+                    response_serializer=raven_dot_v1_dot_usage__service__pb2.QueryUsageResponse.SerializeToString,
+            ),
+            'ListGenerations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGenerations,
+                    request_deserializer=raven_dot_v1_dot_usage__service__pb2.ListGenerationsRequest.FromString,
+                    response_serializer=raven_dot_v1_dot_usage__service__pb2.ListGenerationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +169,60 @@ class UsageService:
             '/raven.v1.UsageService/GetUsage',
             raven_dot_v1_dot_usage__service__pb2.GetUsageRequest.SerializeToString,
             raven_dot_v1_dot_usage__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raven.v1.UsageService/QueryUsage',
+            raven_dot_v1_dot_usage__service__pb2.QueryUsageRequest.SerializeToString,
+            raven_dot_v1_dot_usage__service__pb2.QueryUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGenerations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raven.v1.UsageService/ListGenerations',
+            raven_dot_v1_dot_usage__service__pb2.ListGenerationsRequest.SerializeToString,
+            raven_dot_v1_dot_usage__service__pb2.ListGenerationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

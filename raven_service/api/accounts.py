@@ -1,14 +1,12 @@
-"""KeyService and UsageService servicers."""
+"""KeyService servicer (UsageService is in api.usage)."""
 
 from __future__ import annotations
 
-from raven.v1 import key_service_pb2, key_service_pb2_grpc, usage_service_pb2, usage_service_pb2_grpc
-from raven_service.accounting.pricing import fmt
+from raven.v1 import key_service_pb2, key_service_pb2_grpc
 from raven_service.api import convert
-from raven_service.api.context import authenticate, set_rate_trailer
+from raven_service.api.context import authenticate
 from raven_service.api.errors import abort
-from raven_service.app.accounts import KeyAdmin, UsageQueries
-from raven_service.app.admission import Admitter
+from raven_service.app.accounts import KeyAdmin
 from raven_service.core.errors import RavenError
 from raven_service.policy.auth import Authenticator
 
@@ -62,42 +60,3 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
             await abort(context, exc)
             raise
         return key_service_pb2.UpdateKeyResponse(key=convert.api_key(key))
-
-
-class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
-    def __init__(self, auth: Authenticator, usage: UsageQueries, admitter: Admitter) -> None:
-        self._auth = auth
-        self._usage = usage
-        self._admitter = admitter
-
-    async def GetGeneration(self, request, context):
-        principal = await authenticate(self._auth, context)
-        try:
-            rec = await self._usage.generation(principal, request.id)
-        except RavenError as exc:
-            await self._admitter.attach_rate(exc, principal)
-            await abort(context, exc)
-            raise
-        set_rate_trailer(context, await self._admitter.peek(principal))
-        return usage_service_pb2.GetGenerationResponse(generation=convert.generation(rec))
-
-    async def GetUsage(self, request, context):
-        principal = await authenticate(self._auth, context)
-        start = request.start_time.ToNanoseconds() / 1e9 if request.HasField("start_time") else None
-        end = request.end_time.ToNanoseconds() / 1e9 if request.HasField("end_time") else None
-        try:
-            key_id, rows = await self._usage.summary(principal, request.key_id, start, end)
-        except RavenError as exc:
-            await abort(context, exc)
-            raise
-        total = sum((r.cost for r in rows), start=convert.Decimal(0))
-        return usage_service_pb2.GetUsageResponse(
-            key_id=key_id,
-            requests=sum(r.requests for r in rows),
-            prompt_tokens=sum(r.prompt_tokens for r in rows),
-            completion_tokens=sum(r.completion_tokens for r in rows),
-            total_cost=fmt(total),
-            models=[usage_service_pb2.ModelUsage(model=r.model, requests=r.requests, prompt_tokens=r.prompt_tokens,
-                                                 completion_tokens=r.completion_tokens, total_cost=fmt(r.cost))
-                    for r in rows],
-        )

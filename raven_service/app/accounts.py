@@ -1,13 +1,12 @@
-"""Key administration and usage lookups."""
+"""Key administration. Usage lookups live in app.usage."""
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from raven_service.accounting.ledger import Ledger
 from raven_service.core.errors import InvalidArgument, NotFound, PermissionDenied
-from raven_service.core.ports import KeyStore, UsageStore
-from raven_service.core.types import ApiKey, Principal, UsageRecord, UsageSummary
+from raven_service.core.ports import KeyStore
+from raven_service.core.types import ApiKey, Principal
 from raven_service.policy.auth import Authenticator, create_key
 
 
@@ -80,28 +79,3 @@ class KeyAdmin:
             raise NotFound(f"No key with id '{key_id}'.", param="id", code="key_not_found")
         self._auth.invalidate(key_id)
         return key
-
-
-class UsageQueries:
-    def __init__(self, store: UsageStore, writer: Ledger, *, flush_timeout: float = 2.0) -> None:
-        self._store = store
-        self._writer = writer
-        self._flush_timeout = flush_timeout
-
-    async def generation(self, principal: Principal, record_id: str) -> UsageRecord:
-        if not record_id:
-            raise InvalidArgument("'id' is required.", param="id", code="missing_required_parameter")
-        rec = self._writer.pending(record_id) or await self._store.get_usage(record_id)
-        if rec is None or (rec.key_id != principal.key_id and not principal.admin):
-            raise NotFound(f"No generation with id '{record_id}'.", param="id", code="generation_not_found")
-        return rec
-
-    async def summary(self, principal: Principal, key_id: str, start: float | None,
-                      end: float | None) -> tuple[str, list[UsageSummary]]:
-        target = key_id or principal.key_id
-        if target != principal.key_id and not principal.admin:
-            raise PermissionDenied("Only admin keys may read another key's usage.")
-        # What was settled before this call is counted; a flush never waits on later traffic, and a
-        # store that does not take it within the timeout leaves the newest records out.
-        await self._writer.flush(self._flush_timeout)
-        return target, await self._store.summarize_usage(target, start, end)

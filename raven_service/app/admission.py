@@ -198,6 +198,8 @@ class Admitter:
                 log.exception("building the usage record of %s failed", ticket.id)
                 rec = UsageRecord(id=ticket.id, key_id=ticket.principal.key_id, model="", status="failed",
                                   error="internal error", created_at=ticket.created)
+        if not rec.tags:  # every record carries its key's tags (SPEC §11 metadata), whoever built it
+            rec.tags = ticket.principal.metadata
         hold = ticket.hold
         if hold is not None and rec.cost > hold.amount and self._on_overspend is not None:
             self._on_overspend(rec.cost - hold.amount)  # charged in full, never clamped: counted

@@ -163,6 +163,7 @@ class VideoUseCase:
                 width=width, height=height, request_id=request_id, seed=seed, image=image,
                 state=VideoState.QUEUED, provider=model.routes[0].provider, reserved=ticket.reserved,
                 hold_id=ticket.hold.id if ticket.hold is not None else "", created_at=time.time(),
+                tags=principal.metadata,
             )
             stored, created = await self._tasks.create_video_task(task)
             if created:

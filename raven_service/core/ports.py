@@ -21,8 +21,9 @@ from raven_service.core.types import (
     Settlement,
     StoredFile,
     StoredResponse,
+    UsageAggregate,
     UsageRecord,
-    UsageSummary,
+    UsageSample,
     VideoRequest,
     VideoResult,
     VideoState,
@@ -160,9 +161,31 @@ class UsageStore(Protocol):
 
     async def get_usage(self, record_id: str) -> UsageRecord | None: ...
 
-    async def summarize_usage(
-        self, key_id: str, start: float | None, end: float | None
-    ) -> list[UsageSummary]: ...
+    async def aggregate_usage(
+        self, key_id: str | None, start: float | None, end: float | None, group_by: frozenset[str]
+    ) -> list[UsageAggregate]:
+        """Totals of the records with start <= created_at < end (None = open) of one key (None =
+        every key), one row per distinct value of the `group_by` dimensions (a subset of
+        `core.types.USAGE_DIMENSIONS`), in (day, model, key, provider, tags) order. Sums are exact
+        for any range; the histograms use `core.latency`'s buckets. Fast on a big ledger: served
+        from a rollup kept in `settle`'s transaction, not by scanning the records."""
+        ...
+
+    async def usage_samples(
+        self, key_id: str | None, start: float | None, end: float | None, limit: int
+    ) -> list[UsageSample]:
+        """The grouping dimensions and timings of at most `limit` records of the same range."""
+        ...
+
+    async def list_usage(
+        self, key_id: str | None, *, model: str | None = None, status: str | None = None,
+        since: float | None = None, until: float | None = None, before: tuple[float, str] | None = None,
+        limit: int = 20,
+    ) -> list[UsageRecord]:
+        """Records of one key (None = every key), newest first ((created_at, id) descending),
+        filtered by model, status and since <= created_at < until, strictly before the keyset
+        cursor `before` = (created_at, id) of the previous page's last record."""
+        ...
 
     def export_usage(self) -> AsyncIterator[UsageRecord]: ...
 

@@ -371,14 +371,6 @@ class Settlement(Frozen, frozen=True):
     hold_id: str = ""
 
 
-class UsageSummary(Frozen, frozen=True):
-    model: str
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost: Decimal
-
-
 class StoredFile(Frozen, frozen=True):
     id: str
     key_id: str

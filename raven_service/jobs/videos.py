@@ -200,7 +200,7 @@ class VideoWorker:
             id=task.id, key_id=task.key_id, kind="video", model=task.model, provider=provider,
             upstream_model=upstream_model, cost=task.cost, status=status, error=task.error,
             latency_ms=int((task.completed_at - task.created_at) * 1000),
-            created_at=task.created_at, attempts=(f"{provider}/{upstream_model}:{status}",),
+            created_at=task.created_at, attempts=(f"{provider}/{upstream_model}:{status}",), tags=task.tags,
         )
         final = asyncio.ensure_future(self._finish(task, Settlement(record=record, hold_id=task.hold_id)))
         self._finalizing.add(final)

@@ -43,12 +43,13 @@ from raven_service.core.types import (
     Settlement,
     StoredFile,
     StoredResponse,
+    UsageAggregate,
     UsageRecord,
-    UsageSummary,
+    UsageSample,
     VideoState,
     VideoTask,
 )
-from raven_service.storage import migrations
+from raven_service.storage import migrations, rollup
 
 log = logging.getLogger("raven.store")
 
@@ -78,17 +79,21 @@ _KEY_COLUMNS = (
 _USAGE_COLUMNS = (
     "id, key_id, kind, model, provider, upstream_model, prompt_tokens, completion_tokens, cost, "
     "latency_ms, ttft_ms, status, finish_reason, native_finish_reason, streamed, usage_estimated, "
-    "attempts, error, created_at, cached_tokens, cache_creation_tokens, reasoning_tokens"
+    "attempts, error, created_at, tags, cached_tokens, cache_creation_tokens, reasoning_tokens"
 )
 _VIDEO_COLUMNS = (
     "id, key_id, model, prompt, seconds, width, height, request_id, seed, image, state, progress, "
     "provider, upstream_task_id, file_ids, file_sizes, error, reserved, cost, created_at, "
-    "completed_at, lease_owner, lease_until, hold_id"
+    "completed_at, lease_owner, lease_until, hold_id, tags"
 )
 
 
 def _placeholders(columns: str) -> str:
     return ", ".join(f"${n}" for n in range(1, len(columns.split(",")) + 1))
+
+
+def _numbered(n: int) -> str:
+    return f"${n}"
 
 
 _INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ({_placeholders(_KEY_COLUMNS)})"
@@ -133,6 +138,8 @@ _RESERVE_WINDOW = (
 _APPLY_WINDOW = (
     "UPDATE budget_windows SET reserved = reserved - $3, used = used + $4 WHERE key_id = $1 AND window_start = $2"
 )
+_USAGE_INDEX = rollup.column_index(_USAGE_COLUMNS)
+_UPSERT_ROLLUP = rollup.upsert_sql([f"${n}" for n in range(1, len(rollup.ROLLUP_COLUMNS) + 1)])
 _INSERT_USAGE_NEW = _INSERT_USAGE + " RETURNING id"
 _CLAIM = (
     "UPDATE video_tasks SET lease_owner = $1, lease_until = $3 "
@@ -448,32 +455,34 @@ class PostgresStore:
         row = await self._db.fetchrow(f"SELECT {_USAGE_COLUMNS} FROM usage_records WHERE id = $1", record_id)
         return None if row is None else _usage_from_row(row)
 
-    async def summarize_usage(self, key_id: str, start: float | None, end: float | None) -> list[UsageSummary]:
-        """Per-model totals of the key's records with start <= created_at < end (None = open),
-        ordered by model."""
-        where = ["key_id = $1"]
-        params: list[Any] = [key_id]
-        if start is not None:
-            params.append(start)
-            where.append(f"created_at >= ${len(params)}")
-        if end is not None:
-            params.append(end)
-            where.append(f"created_at < ${len(params)}")
-        rows = await self._db.fetch(
-            "SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost) "
-            f"FROM usage_records WHERE {' AND '.join(where)} GROUP BY model ORDER BY model",
-            *params,
-        )
-        return [
-            UsageSummary(
-                model=row[0],
-                requests=int(row[1]),
-                prompt_tokens=int(row[2]),
-                completion_tokens=int(row[3]),
-                cost=_money_out(row[4]),
-            )
-            for row in rows
-        ]
+    async def aggregate_usage(self, key_id: str | None, start: float | None, end: float | None,
+                              group_by: frozenset[str]) -> list[UsageAggregate]:
+        """See `core.ports.UsageStore.aggregate_usage`: whole days and hours from the rollup, the
+        partial hours at the edges from the records (`storage.rollup.plan`)."""
+        p = rollup.plan(start, end)
+        groups: dict[tuple[Any, ...], UsageAggregate] = {}
+        query = rollup.rollup_query(key_id, p, group_by, _numbered)
+        if query is not None:
+            sql, params, dims = query
+            rollup.merge_rollup_rows(groups, group_by, dims, await self._db.fetch(sql, *params), _money_sum)
+        if p.raw:
+            sql, params = rollup.raw_query(key_id, p.raw, _numbered)
+            rollup.merge_raw_rows(groups, group_by, await self._db.fetch(sql, *params), _money_sum)
+        return rollup.sorted_groups(groups)
+
+    async def usage_samples(self, key_id: str | None, start: float | None, end: float | None,
+                            limit: int) -> list[UsageSample]:
+        sql, params = rollup.sample_query(key_id, start, end, limit, _numbered)
+        rows = await self._db.fetch(sql, *params)
+        return [UsageSample(key_id=r[0], model=r[1], provider=r[2], tags=rollup.decode_tags(r[3]), created_at=r[4],
+                            latency_ms=r[5], ttft_ms=r[6]) for r in rows]
+
+    async def list_usage(self, key_id: str | None, *, model: str | None = None, status: str | None = None,
+                         since: float | None = None, until: float | None = None,
+                         before: tuple[float, str] | None = None, limit: int = 20) -> list[UsageRecord]:
+        sql, params = rollup.list_query(_USAGE_COLUMNS, key_id, model=model, status=status, since=since,
+                                        until=until, before=before, limit=limit, placeholder=_numbered)
+        return [_usage_from_row(row) for row in await self._db.fetch(sql, *params)]
 
     async def export_usage(self, *, page_size: int = EXPORT_PAGE_SIZE) -> AsyncIterator[UsageRecord]:
         """Every usage record in (created_at, id) order, read in keyset-paged chunks (no
@@ -735,11 +744,13 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
     released: dict[str, Decimal] = {}
     charged: dict[str, Decimal] = {}
     windows: dict[tuple[str, float], list[Decimal]] = {}  # (key, start) -> [released, charged]
+    deltas: dict[rollup.RowKey, rollup.Delta] = {}
     new = 0
     for params, hold_id, budget_window in rows:
         if await conn.fetchval(_INSERT_USAGE_NEW, *params) is None:
             continue  # settled before: idempotent
         new += 1
+        rollup.accumulate(deltas, _USAGE_INDEX, params, Decimal(0))
         key_id, cost = params[1], params[8]
         charged[key_id] = charged.get(key_id, Decimal(0)) + cost
         window = budget_window
@@ -757,6 +768,8 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
         freed, spent = windows[(key_id, window)]
         await conn.execute(_OPEN_WINDOW, key_id, window)
         await conn.execute(_APPLY_WINDOW, key_id, window, freed, spent)
+    if deltas:  # the rollup, in the same transaction, rows locked in primary-key order
+        await conn.executemany(_UPSERT_ROLLUP, rollup.upsert_rows(deltas))
     return new
 
 
@@ -821,6 +834,11 @@ def _money(amount: Decimal, what: str) -> Decimal:
     if rounded.adjusted() >= _MAX_INTEGER_DIGITS:  # 99...9.9999999999995 rounds up to 1e26
         raise ValueError(f"{what} {amount} is out of the storable range (|x| < 1e26)")
     return rounded
+
+
+def _money_sum(value: Decimal | None) -> Decimal:
+    """A SUM over NUMERIC costs (None when no row matched) as `_money_out` gives it."""
+    return Decimal(0) if value is None else _money_out(value)
 
 
 def _non_negative(amount: Decimal, what: str) -> Decimal:
@@ -928,6 +946,7 @@ def _usage_params(record: UsageRecord) -> tuple[Any, ...]:
         list(record.attempts),
         record.error,
         record.created_at,
+        rollup.encode_tags(record.tags),
         record.cached_tokens,
         record.cache_creation_tokens,
         record.reasoning_tokens,
@@ -955,6 +974,7 @@ def _usage_from_row(row: asyncpg.Record) -> UsageRecord:
         attempts=tuple(row["attempts"]),
         error=row["error"],
         created_at=row["created_at"],
+        tags=rollup.decode_tags(row["tags"]),
         cached_tokens=row["cached_tokens"],
         cache_creation_tokens=row["cache_creation_tokens"],
         reasoning_tokens=row["reasoning_tokens"],
@@ -987,6 +1007,7 @@ def _video_params(task: VideoTask) -> tuple[Any, ...]:
         task.lease_owner,
         task.lease_until,
         task.hold_id,
+        rollup.encode_tags(task.tags),
     )
 
 
@@ -1017,4 +1038,5 @@ def _video_from_row(row: asyncpg.Record) -> VideoTask:
         lease_owner=row["lease_owner"],
         lease_until=row["lease_until"],
         hold_id=row["hold_id"],
+        tags=rollup.decode_tags(row["tags"]),
     )

@@ -15,14 +15,14 @@ stay exact for any start and end.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 import msgspec
 
 from raven_service.core.latency import BUCKETS, bucket_of
-from raven_service.core.types import UsageAggregate, UsageRecord
+from raven_service.core.types import UsageAggregate
 
 HOUR = 3600
 DAY = 86400
@@ -65,16 +65,6 @@ class Delta:
         self.cost = zero_cost
         self.hist = [0] * (2 * BUCKETS)
 
-    def add(self, record: UsageRecord, cost: Any) -> None:
-        self.requests += 1
-        self.errors += record.status == "failed"
-        self.prompt_tokens += record.prompt_tokens
-        self.completion_tokens += record.completion_tokens
-        self.cost += cost
-        self.hist[bucket_of(record.latency_ms)] += 1
-        if record.ttft_ms > 0:
-            self.hist[BUCKETS + bucket_of(record.ttft_ms)] += 1
-
     def params(self) -> tuple[Any, ...]:
         return (self.requests, self.errors, self.prompt_tokens, self.completion_tokens, self.cost, *self.hist)
 
@@ -82,15 +72,35 @@ class Delta:
 RowKey = tuple[int, int, str, str, str, str]
 
 
-def accumulate(deltas: dict[RowKey, Delta], record: UsageRecord, cost: Any, zero_cost: Any) -> None:
-    """Adds `record` (with its cost in the backend's storage form) to its hour and day rows."""
-    tags = encode_tags(record.tags)
+def column_index(columns: str) -> dict[str, int]:
+    """Position of each name in a comma-separated column list (the insert's parameter order)."""
+    return {name.strip(): i for i, name in enumerate(columns.split(","))}
+
+
+def accumulate(deltas: dict[RowKey, Delta], index: dict[str, int], params: Sequence[Any], zero_cost: Any) -> None:
+    """Adds one just-inserted record (its insert parameters, named through `index`; tags already
+    encoded, cost in the backend's storage form) to its hour row and its day row."""
+    created_at = params[index["created_at"]]
+    latency, ttft = params[index["latency_ms"]], params[index["ttft_ms"]]
+    ident = (params[index["key_id"]], params[index["model"]], params[index["provider"]], params[index["tags"]])
     for grain in GRAINS:
-        key = (grain, math.floor(record.created_at / grain) * grain, record.key_id, record.model, record.provider, tags)
+        key = (grain, math.floor(created_at / grain) * grain, *ident)
         delta = deltas.get(key)
         if delta is None:
             delta = deltas[key] = Delta(zero_cost)
-        delta.add(record, cost)
+        delta.requests += 1
+        delta.errors += params[index["status"]] == "failed"
+        delta.prompt_tokens += params[index["prompt_tokens"]]
+        delta.completion_tokens += params[index["completion_tokens"]]
+        delta.cost += params[index["cost"]]
+        delta.hist[bucket_of(latency)] += 1
+        if ttft > 0:
+            delta.hist[BUCKETS + bucket_of(ttft)] += 1
+
+
+def upsert_rows(deltas: dict[RowKey, Delta]) -> list[tuple[Any, ...]]:
+    """The upsert parameters, in primary-key order (a fixed lock order across transactions)."""
+    return [(*key, *deltas[key].params()) for key in sorted(deltas)]
 
 
 def upsert_sql(placeholders: Sequence[str]) -> str:
@@ -178,7 +188,11 @@ def merge_into(groups: dict[tuple[Any, ...], UsageAggregate], group_by: frozense
 
 def sorted_groups(groups: dict[tuple[Any, ...], UsageAggregate]) -> list[UsageAggregate]:
     """The groups in (day, model, key, provider, tags) order."""
-    return [groups[k] for k in sorted(groups, key=lambda k: tuple("" if v is None else v for v in k))]
+    def order(a: UsageAggregate) -> tuple[Any, ...]:
+        # within one position every group is None or none is (a dimension is grouped or not)
+        return tuple(0 if v is None else v for v in (a.day, a.model, a.key_id, a.provider, a.tags))
+
+    return sorted(groups.values(), key=order)
 
 
 def raw_group_totals(record_row: Sequence[Any]) -> list[int]:
@@ -190,3 +204,127 @@ def raw_group_totals(record_row: Sequence[Any]) -> list[int]:
     if ttft > 0:
         totals[4 + BUCKETS + bucket_of(ttft)] = 1
     return totals
+
+
+# ------------------------------------------------------------------------- query builders
+# Both backends number their placeholders (SQLite ?N, PostgreSQL $N), so one builder serves both.
+Placeholder = Callable[[int], str]
+
+_DAY_OF_BUCKET = f"bucket - bucket % {DAY}"
+_ROLLUP_DIMENSIONS = (("day", _DAY_OF_BUCKET), ("model", "model"), ("key", "key_id"), ("provider", "provider"),
+                      ("tags", "tags"))
+_SAMPLE_COLUMNS = "key_id, model, provider, tags, created_at, latency_ms, ttft_ms"
+_RAW_COLUMNS = (
+    "key_id, model, provider, tags, created_at, status, prompt_tokens, completion_tokens, latency_ms, ttft_ms, cost"
+)
+
+
+class _Args:
+    def __init__(self, placeholder: Placeholder) -> None:
+        self.values: list[Any] = []
+        self._placeholder = placeholder
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return self._placeholder(len(self.values))
+
+
+def _bounds(column: str, lo: float | None, hi: float | None, arg: _Args) -> list[str]:
+    """`lo <= column < hi` (open ends left out); times go out as floats (DOUBLE PRECISION)."""
+    cast = int if column == "bucket" else float
+    parts = []
+    if lo is not None:
+        parts.append(f"{column} >= {arg(cast(lo))}")
+    if hi is not None:
+        parts.append(f"{column} < {arg(cast(hi))}")
+    return parts
+
+
+def rollup_query(key_id: str | None, p: Plan, group_by: frozenset[str],
+                 placeholder: Placeholder) -> tuple[str, list[Any], list[str]] | None:
+    """The rollup part of a query: (sql, params, grouped dimensions in column order), or None
+    when the plan needs no rollup rows. Each result row: the dimensions, then the totals."""
+    arg = _Args(placeholder)
+    conditions = []
+    for grain, ranges in ((DAY, p.days), (HOUR, p.hours)):
+        for lo, hi in ranges:
+            parts = [f"grain = {grain}", *_bounds("bucket", lo, hi, arg)]
+            conditions.append("(" + " AND ".join(parts) + ")")
+    if not conditions:
+        return None
+    where = "(" + " OR ".join(conditions) + ")"
+    if key_id is not None:
+        where = f"key_id = {arg(key_id)} AND {where}"
+    dims = [(name, expr) for name, expr in _ROLLUP_DIMENSIONS if name in group_by]
+    sums = ", ".join(f"SUM({c})" for c in ("requests", "errors", "prompt_tokens", "completion_tokens", "cost",
+                                             *HIST_COLUMNS))
+    select = ", ".join([expr for _, expr in dims] + [sums])
+    sql = f"SELECT {select} FROM usage_rollup WHERE {where}"
+    if dims:
+        sql += " GROUP BY " + ", ".join(expr for _, expr in dims)
+    return sql, arg.values, [name for name, _ in dims]
+
+
+def raw_query(key_id: str | None, ranges: Sequence[Range], placeholder: Placeholder) -> tuple[str, list[Any]]:
+    """The records of the partial hours (bounded ranges): key_id, model, provider, tags,
+    created_at, status, prompt, completion, latency, ttft, cost."""
+    arg = _Args(placeholder)
+    spans = " OR ".join("(" + " AND ".join(_bounds("created_at", lo, hi, arg)) + ")" for lo, hi in ranges)
+    where = f"({spans})"
+    if key_id is not None:
+        where = f"key_id = {arg(key_id)} AND {where}"
+    return f"SELECT {_RAW_COLUMNS} FROM usage_records WHERE {where}", arg.values
+
+
+def sample_query(key_id: str | None, start: float | None, end: float | None, limit: int,
+                 placeholder: Placeholder) -> tuple[str, list[Any]]:
+    arg = _Args(placeholder)
+    where = _bounds("created_at", start, end, arg)
+    if key_id is not None:
+        where.append(f"key_id = {arg(key_id)}")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT {_SAMPLE_COLUMNS} FROM usage_records{clause} LIMIT {arg(limit)}", arg.values
+
+
+def list_query(columns: str, key_id: str | None, *, model: str | None, status: str | None, since: float | None,
+               until: float | None, before: tuple[float, str] | None, limit: int,
+               placeholder: Placeholder) -> tuple[str, list[Any]]:
+    """Records newest first ((created_at, id) descending), strictly before the keyset cursor."""
+    arg = _Args(placeholder)
+    where = []
+    if key_id is not None:
+        where.append(f"key_id = {arg(key_id)}")
+    if model is not None:
+        where.append(f"model = {arg(model)}")
+    if status is not None:
+        where.append(f"status = {arg(status)}")
+    where += _bounds("created_at", since, until, arg)
+    if before is not None:
+        where.append(f"(created_at, id) < ({arg(before[0])}, {arg(before[1])})")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return (f"SELECT {columns} FROM usage_records{clause} ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}",
+            arg.values)
+
+
+def merge_rollup_rows(groups: dict[tuple[Any, ...], UsageAggregate], group_by: frozenset[str], dims: list[str],
+                      rows: Iterable[Sequence[Any]], money: Callable[[Any], Decimal]) -> None:
+    """Adds the rows of `rollup_query` to their groups (`money` turns a stored cost sum into a Decimal)."""
+    n = len(dims)
+    for row in rows:
+        if not row[n]:  # no rollup row matched (an aggregate without GROUP BY still answers one row)
+            continue
+        values = dict(zip(dims, row[:n], strict=True))
+        totals = row[n:]
+        merge_into(groups, group_by, day=None if values.get("day") is None else int(values["day"]),
+                   model=values.get("model", ""), key_id=values.get("key", ""), provider=values.get("provider", ""),
+                   tags=values.get("tags", "{}"), totals=[totals[0], totals[1], totals[2], totals[3], *totals[5:]],
+                   cost=money(totals[4]))
+
+
+def merge_raw_rows(groups: dict[tuple[Any, ...], UsageAggregate], group_by: frozenset[str],
+                   rows: Iterable[Sequence[Any]], money: Callable[[Any], Decimal]) -> None:
+    """Adds the records of `raw_query` to their groups."""
+    for key_id, model, provider, tags, created_at, status, prompt, completion, latency, ttft, cost in rows:
+        merge_into(groups, group_by, day=math.floor(created_at / DAY) * DAY, model=model, key_id=key_id,
+                   provider=provider, tags=tags, totals=raw_group_totals((status, prompt, completion, latency, ttft)),
+                   cost=money(cost))

@@ -37,12 +37,13 @@ from raven_service.core.types import (
     Settlement,
     StoredFile,
     StoredResponse,
+    UsageAggregate,
     UsageRecord,
-    UsageSummary,
+    UsageSample,
     VideoState,
     VideoTask,
 )
-from raven_service.storage import migrations
+from raven_service.storage import migrations, rollup
 from raven_service.storage.money import from_units, to_units
 
 T = TypeVar("T")
@@ -62,12 +63,12 @@ _KEY_COLUMNS = (
 _USAGE_COLUMNS = (
     "id, key_id, kind, model, provider, upstream_model, prompt_tokens, completion_tokens, cost, "
     "latency_ms, ttft_ms, status, finish_reason, native_finish_reason, streamed, usage_estimated, "
-    "attempts, error, created_at, cached_tokens, cache_creation_tokens, reasoning_tokens"
+    "attempts, error, created_at, tags, cached_tokens, cache_creation_tokens, reasoning_tokens"
 )
 _VIDEO_COLUMNS = (
     "id, key_id, model, prompt, seconds, width, height, request_id, seed, image, state, progress, "
     "provider, upstream_task_id, file_ids, file_sizes, error, reserved, cost, created_at, "
-    "completed_at, lease_owner, lease_until, hold_id"
+    "completed_at, lease_owner, lease_until, hold_id, tags"
 )
 
 
@@ -75,10 +76,16 @@ def _placeholders(columns: str) -> str:
     return ", ".join("?" for _ in columns.split(","))
 
 
+def _numbered(n: int) -> str:
+    return f"?{n}"
+
+
 _INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ({_placeholders(_KEY_COLUMNS)})"
 _INSERT_USAGE = (
     f"INSERT INTO usage_records ({_USAGE_COLUMNS}) VALUES ({_placeholders(_USAGE_COLUMNS)}) ON CONFLICT (id) DO NOTHING"
 )
+_USAGE_INDEX = rollup.column_index(_USAGE_COLUMNS)
+_UPSERT_ROLLUP = rollup.upsert_sql(["?"] * len(rollup.ROLLUP_COLUMNS))
 _INSERT_VIDEO = (
     f"INSERT INTO video_tasks ({_VIDEO_COLUMNS}) VALUES ({_placeholders(_VIDEO_COLUMNS)}) RETURNING {_VIDEO_COLUMNS}"
 )
@@ -352,32 +359,39 @@ class SqliteStore:
         row = await self._fetchone(f"SELECT {_USAGE_COLUMNS} FROM usage_records WHERE id = ?", (record_id,))
         return None if row is None else _usage_from_row(row)
 
-    async def summarize_usage(self, key_id: str, start: float | None, end: float | None) -> list[UsageSummary]:
-        """Per-model totals of the key's records with start <= created_at < end (None = open),
-        ordered by model."""
-        where = ["key_id = ?"]
-        params: list[Any] = [key_id]
-        if start is not None:
-            where.append("created_at >= ?")
-            params.append(start)
-        if end is not None:
-            where.append("created_at < ?")
-            params.append(end)
-        rows = await self._fetchall(
-            "SELECT model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost) "
-            f"FROM usage_records WHERE {' AND '.join(where)} GROUP BY model ORDER BY model",
-            params,
-        )
-        return [
-            UsageSummary(
-                model=row[0],
-                requests=row[1],
-                prompt_tokens=row[2],
-                completion_tokens=row[3],
-                cost=from_units(row[4]),
-            )
-            for row in rows
-        ]
+    async def aggregate_usage(self, key_id: str | None, start: float | None, end: float | None,
+                              group_by: frozenset[str]) -> list[UsageAggregate]:
+        """See `core.ports.UsageStore.aggregate_usage`: whole days and hours from the rollup, the
+        partial hours at the edges from the records (`storage.rollup.plan`); one read on the
+        store's thread."""
+        p = rollup.plan(start, end)
+        query = rollup.rollup_query(key_id, p, group_by, _numbered)
+        raw = rollup.raw_query(key_id, p.raw, _numbered) if p.raw else None
+
+        def run() -> list[UsageAggregate]:
+            groups: dict[tuple[Any, ...], UsageAggregate] = {}
+            if query is not None:
+                sql, params, dims = query
+                rollup.merge_rollup_rows(groups, group_by, dims, self._db.execute(sql, params), from_units)
+            if raw is not None:
+                rollup.merge_raw_rows(groups, group_by, self._db.execute(*raw), from_units)
+            return rollup.sorted_groups(groups)
+
+        return await self._run(run)
+
+    async def usage_samples(self, key_id: str | None, start: float | None, end: float | None,
+                            limit: int) -> list[UsageSample]:
+        rows = await self._fetchall(*rollup.sample_query(key_id, start, end, limit, _numbered))
+        return [UsageSample(key_id=r[0], model=r[1], provider=r[2], tags=rollup.decode_tags(r[3]), created_at=r[4],
+                            latency_ms=r[5], ttft_ms=r[6]) for r in rows]
+
+    async def list_usage(self, key_id: str | None, *, model: str | None = None, status: str | None = None,
+                         since: float | None = None, until: float | None = None,
+                         before: tuple[float, str] | None = None, limit: int = 20) -> list[UsageRecord]:
+        rows = await self._fetchall(*rollup.list_query(
+            _USAGE_COLUMNS, key_id, model=model, status=status, since=since, until=until, before=before,
+            limit=limit, placeholder=_numbered))
+        return [_usage_from_row(row) for row in rows]
 
     async def export_usage(self, *, page_size: int = EXPORT_PAGE_SIZE) -> AsyncIterator[UsageRecord]:
         """Every usage record in (created_at, id) order, read in keyset-paged chunks."""
@@ -693,11 +707,13 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
     released: dict[str, int] = {}
     charged: dict[str, int] = {}
     windows: dict[tuple[str, float], list[int]] = {}  # (key, start) -> [released, charged]
+    deltas: dict[rollup.RowKey, rollup.Delta] = {}
     new = 0
     for params, hold_id, budget_window in rows:
         if conn.execute(_INSERT_USAGE, params).rowcount != 1:
             continue  # settled before: idempotent
         new += 1
+        rollup.accumulate(deltas, _USAGE_INDEX, params, 0)
         key_id, cost = params[1], params[8]
         charged[key_id] = charged.get(key_id, 0) + cost
         window = budget_window
@@ -714,6 +730,8 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
     for (key_id, window), (freed, spent) in windows.items():
         conn.execute(_OPEN_WINDOW, (key_id, window))
         conn.execute(_APPLY_WINDOW, (freed, spent, key_id, window))
+    if deltas:  # the rollup, in the same transaction as the records it counts
+        conn.executemany(_UPSERT_ROLLUP, rollup.upsert_rows(deltas))
     return new
 
 
@@ -839,6 +857,7 @@ def _usage_params(record: UsageRecord) -> tuple[Any, ...]:
         _json(record.attempts),
         record.error,
         record.created_at,
+        rollup.encode_tags(record.tags),
         record.cached_tokens,
         record.cache_creation_tokens,
         record.reasoning_tokens,
@@ -866,6 +885,7 @@ def _usage_from_row(row: sqlite3.Row) -> UsageRecord:
         attempts=msgspec.json.decode(row["attempts"], type=tuple[str, ...]),
         error=row["error"],
         created_at=row["created_at"],
+        tags=rollup.decode_tags(row["tags"]),
         cached_tokens=row["cached_tokens"],
         cache_creation_tokens=row["cache_creation_tokens"],
         reasoning_tokens=row["reasoning_tokens"],
@@ -898,6 +918,7 @@ def _video_params(task: VideoTask) -> tuple[Any, ...]:
         task.lease_owner,
         task.lease_until,
         task.hold_id,
+        rollup.encode_tags(task.tags),
     )
 
 
@@ -928,4 +949,5 @@ def _video_from_row(row: sqlite3.Row) -> VideoTask:
         lease_owner=row["lease_owner"],
         lease_until=row["lease_until"],
         hold_id=row["hold_id"],
+        tags=rollup.decode_tags(row["tags"]),
     )

@@ -179,7 +179,7 @@ async def test_exact_decimals_roundtrip_as_numeric(make_store: MakeStore, pg: Po
     assert (await store.get_key("key_2")) == make_key(2, credits=big)
 
     await store.settle([Settlement(record=make_usage(n, key_id="key_2", cost=D("0.1"))) for n in range(3)])
-    [summary] = await store.summarize_usage("key_2", None, None)
+    [summary] = await store.aggregate_usage("key_2", None, None, frozenset())
     assert summary.cost == D("0.3") and str(summary.cost) == "0.3"
 
 
