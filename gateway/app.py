@@ -21,6 +21,7 @@ from gateway.health import healthz
 from gateway.images import ImagesController
 from gateway.metrics import GatewayMetrics, metrics_endpoint
 from gateway.models import ModelsController
+from gateway.responses import ResponsesController
 from gateway.openapi import BEARER, openapi_config, openapi_json
 from gateway.usage import GenerationController
 from gateway.videos import VideosController
@@ -74,6 +75,7 @@ def create_app(
         route_handlers=[
             ChatController,
             ModelsController,
+            ResponsesController,
             ImagesController,
             VideosController,
             FilesController,

@@ -33,6 +33,8 @@ from raven.v1 import (
     model_service_pb2_grpc,
     response_service_pb2,
     response_service_pb2_grpc,
+    response_service_pb2,
+    response_service_pb2_grpc,
     usage_service_pb2,
     usage_service_pb2_grpc,
     video_service_pb2,
@@ -44,6 +46,7 @@ from raven_service.api.chat import ChatServicer
 from raven_service.api.guard import RequestGuard, core_limit
 from raven_service.api.inproc import HandlerRegistry, InProcessChannel
 from raven_service.api.media import FileServicer, ImageServicer, ModelServicer, VideoServicer
+from raven_service.api.responses import ResponseServicer
 from raven_service.api.observe import ACCESS_LOG, RequestObserver, note_record
 from raven_service.api.responses import ResponseServicer
 from raven_service.api.usage import UsageServicer
@@ -51,6 +54,7 @@ from raven_service.app.accounts import KeyAdmin
 from raven_service.app.admission import Admitter, HoldKeeper
 from raven_service.app.chat import ChatUseCase
 from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
+from raven_service.app.responses import ResponseUseCase
 from raven_service.app.responses import ResponseUseCase
 from raven_service.app.usage import UsageQueries
 from raven_service.config import Settings
@@ -78,6 +82,7 @@ SERVICE_NAMES = (
     file_service_pb2.DESCRIPTOR.services_by_name["FileService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+    response_service_pb2.DESCRIPTOR.services_by_name["ResponseService"].full_name,
     response_service_pb2.DESCRIPTOR.services_by_name["ResponseService"].full_name,
 )
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -120,6 +125,7 @@ class Services:
     files: FileUseCase
     keys: KeyAdmin
     usage_queries: UsageQueries
+    responses: ResponseUseCase
     responses: ResponseUseCase
     worker: VideoWorker
     metrics: ServiceMetrics
@@ -187,6 +193,7 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
                       default_concurrency=settings.default_concurrency),
         usage_queries=UsageQueries(store, store, usage),
         responses=ResponseUseCase(store),
+        responses=ResponseUseCase(store),
         worker=worker,
         metrics=metrics,
         closers=providers.closers,
@@ -215,6 +222,8 @@ def register_servicers(services: Services, target, health_servicer=None):
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(s.auth, s.keys), target)
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
         UsageServicer(s.auth, s.usage_queries, s.admitter), target)
+    response_service_pb2_grpc.add_ResponseServiceServicer_to_server(
+        ResponseServicer(s.auth, s.responses, s.admitter), target)
     response_service_pb2_grpc.add_ResponseServiceServicer_to_server(
         ResponseServicer(s.auth, s.responses, s.admitter), target)
     health_servicer = health_servicer or health.aio.HealthServicer()
