@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from raven_service.core.errors import BROKEN, UpstreamError
-from raven_service.core.types import ChatEvent, ChatResult, Finish, TextDelta, ToolCallDelta, UsageReport
+from raven_service.core.types import (
+    ChatEvent,
+    ChatResult,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
 from raven_service.providers._http import UpstreamResponse, scrub
 from raven_service.providers._sse import SSEDecoder, SSEError, SSEEvent
 
@@ -98,12 +106,17 @@ async def next_batch(provider: str, resp: UpstreamResponse, state: StreamState,
 def result_events(result: ChatResult) -> list[ChatEvent]:
     """A whole completion as stream events (an upstream that answered a stream request with one
     JSON body)."""
-    events: list[ChatEvent] = []
+    events: list[ChatEvent] = [
+        ReasoningDelta(index=i, text=part.text, signature=part.signature, encrypted=part.encrypted)
+        for i, part in enumerate(result.reasoning)
+    ]
     if result.content:
         events.append(TextDelta(text=result.content))
     for i, call in enumerate(result.tool_calls):
         events.append(ToolCallDelta(index=i, id=call.id, name=call.name, arguments=call.arguments))
     events.append(Finish(reason=result.finish_reason, native=result.native_finish_reason))
     events.append(UsageReport(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                              estimated=result.usage_estimated))
+                              estimated=result.usage_estimated, cached_tokens=result.cached_tokens,
+                              cache_creation_tokens=result.cache_creation_tokens,
+                              reasoning_tokens=result.reasoning_tokens))
     return events

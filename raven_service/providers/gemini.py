@@ -44,8 +44,10 @@ Request translation (OpenAI semantics -> Gemini):
   ``safety_settings`` / ``safetySettings`` and ``cached_content`` / ``cachedContent`` passed
   through. Others (e.g. ``logit_bias``) are dropped: Gemini answers 400 to unknown fields.
 
-Response translation (``candidates[0]``): text parts -> TextDelta; ``thought: true`` parts are
-skipped; each ``functionCall`` part -> a whole tool call (Gemini never splits one): a ToolCallDelta
+Response translation (``candidates[0]``): text parts -> TextDelta; ``thought: true`` parts (thought
+summaries, sent with ``includeThoughts``) -> reasoning block 0 (ReasoningDelta, their
+``thoughtSignature`` as its signature); each ``functionCall`` part -> a whole tool call (Gemini
+never splits one): a ToolCallDelta
 with index (call ordinal), id (the part's ``id`` when Gemini gives one, else a minted ``call_`` +
 24 alphanumerics) and name, then one ToolCallDelta with all the arguments (``args`` as JSON text).
 Other part kinds (executable code, inline images) are ignored.
@@ -64,8 +66,14 @@ The "other" reasons are neither a length cut nor a policy block, and ``error`` i
 transport failures (the gateway turns it into an error chunk), so they finish ``stop`` and the
 native value tells the client what happened.
 
-Usage: prompt = ``promptTokenCount`` (+ ``toolUsePromptTokenCount``, billed as input);
-completion = ``candidatesTokenCount`` + ``thoughtsTokenCount`` (thinking is billed as output),
+``reasoning`` -> ``generationConfig.thinkingConfig``: ``thinkingBudget`` (budget_tokens, or the
+effort: minimal 512, low 1024, medium 8192, high 24576, xhigh 32768; none -> 0) and
+``includeThoughts`` (true unless the budget is 0); a client's own thinkingConfig wins.
+
+Usage: prompt = ``promptTokenCount`` (+ ``toolUsePromptTokenCount``, billed as input), of which
+``cachedContentTokenCount`` -> cached_tokens;
+completion = ``candidatesTokenCount`` + ``thoughtsTokenCount`` (thinking is billed as output; the
+latter -> reasoning_tokens),
 taken from the last response that carries ``usageMetadata`` (Gemini repeats running totals on every
 chunk). Zero counts are omitted in Gemini's JSON, so a missing count is 0, except that a missing
 ``candidatesTokenCount`` next to returned content is estimated. With no usage at all, both sides
@@ -102,6 +110,8 @@ from raven_service.core.types import (
     Finish,
     Message,
     ProviderChatRequest,
+    ReasoningDelta,
+    ReasoningPart,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -184,6 +194,7 @@ class _Usage(_Wire):
     candidates_token_count: int | None = None
     thoughts_token_count: int | None = None
     tool_use_prompt_token_count: int | None = None
+    cached_content_token_count: int | None = None  # of promptTokenCount: read from a (implicit) cache
 
 
 class _Response(_Wire):
@@ -350,7 +361,19 @@ def _generation_config(r: ChatRequest) -> dict[str, Any]:
         config["responseMimeType"] = "application/json"
         if rf.type == "json_schema" and rf.schema:
             config["responseJsonSchema"] = rf.schema
+    if (rc := r.reasoning) is not None and "thinkingConfig" not in config:
+        budget = rc.budget_tokens if rc.budget_tokens is not None else _EFFORT_BUDGET.get(rc.effort or "")
+        if rc.effort == "none":
+            budget = 0
+        thinking: dict[str, Any] = {"includeThoughts": budget != 0}
+        if budget is not None:
+            thinking["thinkingBudget"] = budget
+        config["thinkingConfig"] = thinking
     return config
+
+
+#: thinkingBudget for an OpenAI-style reasoning effort (the values of Gemini's own OpenAI layer).
+_EFFORT_BUDGET = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 
 
 def _tools(r: ChatRequest, body: dict[str, Any]) -> None:
@@ -412,12 +435,15 @@ class _Translation(StreamStateBase):
 
     Used for whole responses (unary) and for stream chunks alike."""
 
-    __slots__ = ("blocked", "calls", "finish_native", "signatures", "text", "usage")
+    __slots__ = ("blocked", "calls", "finish_native", "signatures", "text", "thought_signature", "thoughts",
+                 "usage")
 
     def __init__(self, provider: str, secrets: Sequence[str], signatures: ThoughtSignatures | None) -> None:
         super().__init__(provider, secrets)
         self.signatures = signatures
         self.text: list[str] = []
+        self.thoughts: list[str] = []
+        self.thought_signature = ""
         self.calls: list[ToolCall] = []
         self.usage: _Usage | None = None
         self.finish_native: str | None = None
@@ -469,7 +495,12 @@ class _Translation(StreamStateBase):
             self.finish_native = candidate.finish_reason
 
     def _part(self, part: _Part) -> None:
-        if part.thought:
+        if part.thought:  # a thought summary (includeThoughts): reasoning block 0
+            if part.text or part.thought_signature:
+                self.thoughts.append(part.text or "")
+                self.thought_signature = part.thought_signature or self.thought_signature
+                self.out.append(ReasoningDelta(index=0, text=part.text or "", signature=part.thought_signature or ""))
+                self.emitted = True
             return
         fc = part.function_call
         if fc is not None:
@@ -500,15 +531,18 @@ class _Translation(StreamStateBase):
             prompt = usage.prompt_token_count + (usage.tool_use_prompt_token_count or 0)
             if usage.candidates_token_count is not None or not (self.text or self.calls):
                 completion = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+        cached = (usage.cached_content_token_count or 0) if usage is not None else 0
+        reasoning = (usage.thoughts_token_count or 0) if usage is not None else 0
         if prompt is not None and completion is not None:
-            return UsageReport(prompt_tokens=prompt, completion_tokens=completion)
+            return UsageReport(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
+                               reasoning_tokens=reasoning)
         if prompt is None:
             prompt = count_message_tokens(request.messages, request.tools)
         if completion is None:
             completion = count_tokens("".join(self.text)) + sum(count_tokens(c.arguments) for c in self.calls)
-            if usage is not None:
-                completion += usage.thoughts_token_count or 0
-        return UsageReport(prompt_tokens=prompt, completion_tokens=completion, estimated=True)
+            completion += reasoning if reasoning else count_tokens("".join(self.thoughts))
+        return UsageReport(prompt_tokens=prompt, completion_tokens=completion, estimated=True, cached_tokens=cached,
+                           reasoning_tokens=reasoning)
 
     def result(self, request: ChatRequest) -> ChatResult:
         finish = self.finish()
@@ -522,6 +556,10 @@ class _Translation(StreamStateBase):
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             usage_estimated=usage.estimated,
+            reasoning=(ReasoningPart(text="".join(self.thoughts), signature=self.thought_signature),)
+            if self.thoughts else (),
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
         )
 
 

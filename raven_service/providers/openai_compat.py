@@ -12,6 +12,13 @@ Layout: wire Structs for what we decode (tolerant: unknown fields are ignored an
 used are declared), request translation (`chat_body`), stream translation (`_StreamState`), and
 the adapter class. Transport and status errors are mapped in `providers._http`, never here.
 
+The output bound goes under the name the client used (``max_tokens`` or
+``max_completion_tokens``: gpt-5 and the o-series reject ``max_tokens``); ``reasoning.effort`` ->
+``reasoning_effort``. ``reasoning_content`` (DeepSeek, vLLM) or ``reasoning`` (OpenRouter, Ollama)
+in messages and deltas -> reasoning; ``usage.prompt_tokens_details.cached_tokens`` (DeepSeek:
+``prompt_cache_hit_tokens``) -> cached_tokens and ``completion_tokens_details.reasoning_tokens`` ->
+reasoning_tokens. Reasoning of earlier assistant turns is not sent back (DeepSeek rejects it).
+
 Stream contract (core.ports.ChatProvider): TextDelta / ToolCallDelta events, then exactly one
 Finish, then exactly one UsageReport, whatever order the upstream sent its finish_reason and its
 usage chunk in. Upstream tool-call ids pass through unchanged; ``call_...`` ids are minted only
@@ -50,6 +57,8 @@ from raven_service.core.types import (
     ImageRequest,
     Message,
     ProviderChatRequest,
+    ReasoningDelta,
+    ReasoningPart,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -117,14 +126,34 @@ class _ToolCall(msgspec.Struct):
     function: _Function | None = None
 
 
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+
+
 class _Usage(msgspec.Struct):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+    prompt_cache_hit_tokens: int | None = None  # DeepSeek's name for cached prompt tokens
+
+    def details(self) -> tuple[int, int]:
+        """(cached prompt tokens, reasoning tokens); 0 where the upstream reports none."""
+        pd, cd = self.prompt_tokens_details, self.completion_tokens_details
+        cached = (pd.cached_tokens if pd is not None else None) or self.prompt_cache_hit_tokens or 0
+        reasoning = cd.reasoning_tokens if cd is not None and cd.reasoning_tokens is not None else 0
+        return cached, reasoning
 
 
 class _Delta(msgspec.Struct):
     content: _Content = None
     tool_calls: list[_ToolCall] | None = None
+    reasoning_content: str | None = None  # DeepSeek, vLLM, SGLang, ...
+    reasoning: str | None = None  # OpenRouter, newer vLLM and Ollama
 
 
 class _StreamChoice(msgspec.Struct):
@@ -147,6 +176,8 @@ class _Chunk(msgspec.Struct):
 class _Message(msgspec.Struct):
     content: _Content = None
     tool_calls: list[_ToolCall] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -219,10 +250,14 @@ def _message(m: Message) -> dict[str, Any]:
 
 def _params(r: ChatRequest, body: dict[str, Any]) -> None:
     """Adds the optional parameters `r` sets (the router already dropped unsupported ones)."""
-    for name in ("max_tokens", "temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "user"):
+    if r.max_tokens is not None:
+        body[r.max_tokens_name] = r.max_tokens  # the client's name: gpt-5 / o-series reject max_tokens
+    for name in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "user"):
         value = getattr(r, name)
         if value is not None:
             body[name] = value
+    if r.reasoning is not None and r.reasoning.effort is not None and "reasoning_effort" not in body:
+        body["reasoning_effort"] = r.reasoning.effort
     if r.stop:
         body["stop"] = list(r.stop)
     if r.tools:
@@ -369,6 +404,11 @@ class _StreamState(StreamStateBase):
     def _choice(self, choice: _StreamChoice) -> None:
         delta = choice.delta
         if delta is not None:
+            thought = delta.reasoning_content or delta.reasoning
+            if thought:
+                self.text.append(thought)
+                self.out.append(ReasoningDelta(index=0, text=thought))
+                self.emitted = True
             content = delta.content
             if content:
                 text = content if isinstance(content, str) else _text(content)
@@ -417,8 +457,10 @@ class _StreamState(StreamStateBase):
         usage = self.usage
         prompt = usage.prompt_tokens if usage is not None else None
         completion = usage.completion_tokens if usage is not None else None
-        if prompt is not None and completion is not None:
-            return finish, UsageReport(prompt_tokens=prompt, completion_tokens=completion)
+        if prompt is not None and completion is not None and usage is not None:
+            cached, reasoning = usage.details()
+            return finish, UsageReport(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
+                                       reasoning_tokens=reasoning)
         if prompt is None:
             prompt = _estimate_prompt(request)
         if completion is None:
@@ -539,14 +581,19 @@ class OpenAICompatProvider:
             for tc in msg.tool_calls or ()
         )
         native = choice.finish_reason or ""
+        thought = msg.reasoning_content or msg.reasoning
+        reasoning = (ReasoningPart(text=thought),) if thought else ()
         usage = completion.usage
+        cached, reasoning_tokens = usage.details() if usage is not None else (0, 0)
         prompt = usage.prompt_tokens if usage is not None else None
         completion_tokens = usage.completion_tokens if usage is not None else None
         estimated = prompt is None or completion_tokens is None
         if prompt is None:
             prompt = _estimate_prompt(request)
         if completion_tokens is None:
-            completion_tokens = count_tokens(content) + sum(count_tokens(c.arguments) for c in calls)
+            completion_tokens = count_tokens(content) + sum(count_tokens(c.arguments) for c in calls) + count_tokens(
+                thought
+            )
         return ChatResult(
             content=content,
             tool_calls=calls,
@@ -555,6 +602,9 @@ class OpenAICompatProvider:
             prompt_tokens=prompt,
             completion_tokens=completion_tokens,
             usage_estimated=estimated,
+            reasoning=reasoning,
+            cached_tokens=cached,
+            reasoning_tokens=reasoning_tokens,
         )
 
     async def complete(self, req: ProviderChatRequest) -> ChatResult:

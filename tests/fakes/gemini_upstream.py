@@ -76,14 +76,18 @@ def payload(name: str) -> Any:
 
 
 def usage_metadata(
-    prompt: int, candidates: int | None = None, *, thoughts: int | None = None
+    prompt: int, candidates: int | None = None, *, thoughts: int | None = None, cached: int | None = None
 ) -> dict[str, Any]:
-    """``usageMetadata`` as Gemini writes it: zero / absent counts omitted, total = all of them."""
+    """``usageMetadata`` as Gemini writes it: zero / absent counts omitted, total = all of them;
+    `cached` adds ``cachedContentTokenCount`` (part of the prompt) and its ``cacheTokensDetails``."""
     out: dict[str, Any] = {"promptTokenCount": prompt}
     if candidates:
         out["candidatesTokenCount"] = candidates
     out["totalTokenCount"] = prompt + (candidates or 0) + (thoughts or 0)
     out["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    if cached:
+        out["cachedContentTokenCount"] = cached
+        out["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
     if thoughts:
         out["thoughtsTokenCount"] = thoughts
     return out

@@ -38,6 +38,7 @@ from raven_service.core.types import (
     Finish,
     Message,
     ProviderChatRequest,
+    ReasoningDelta,
     ResponseFormat,
     TextDelta,
     Tool,
@@ -158,6 +159,7 @@ async def test_complete_sends_generate_content_with_key_header(fake: FakeGemini,
         content="AI learns patterns from data to make predictions or decisions without being explicitly "
                 "programmed for each case.",
         finish_reason="stop", native_finish_reason="STOP", prompt_tokens=8, completion_tokens=19 + 575,
+        reasoning_tokens=575,
     )
     rec = fake.last
     assert (rec.method, rec.path, rec.query) == ("POST", UNARY_PATH, {})
@@ -511,16 +513,17 @@ async def test_stream_parallel_function_calls_become_openai_fragments(
     ]
     assert events[0] == TextDelta(text="Checking both.")
     assert events[-2:] == [Finish(reason="tool_calls", native="STOP"),
-                           UsageReport(prompt_tokens=40, completion_tokens=30)]
+                           UsageReport(prompt_tokens=40, completion_tokens=30, reasoning_tokens=5)]
     assert provider.signatures.get(calls[0][0]) == "c2lnLTE="
     assert provider.signatures.get("fc_upstream") is None
 
 
-async def test_stream_skips_thought_parts(fake: FakeGemini, provider: GeminiProvider) -> None:
+async def test_stream_thought_parts_become_reasoning(fake: FakeGemini, provider: GeminiProvider) -> None:
     pieces = [text_part("Let me think about colours", thought=True), "Blue", text_part("", signature="c2ln")]
     fake.script(Scenario.sse(stream_chunks(pieces, usage=(4, 1), thoughts=12), done=False))
-    assert await collect(provider) == [TextDelta(text="Blue"), Finish(reason="stop", native="STOP"),
-                                       UsageReport(prompt_tokens=4, completion_tokens=13)]
+    assert await collect(provider) == [ReasoningDelta(index=0, text="Let me think about colours"),
+                                       TextDelta(text="Blue"), Finish(reason="stop", native="STOP"),
+                                       UsageReport(prompt_tokens=4, completion_tokens=13, reasoning_tokens=12)]
 
 
 async def test_stream_usage_from_the_last_chunk_that_has_it(fake: FakeGemini, provider: GeminiProvider) -> None:
