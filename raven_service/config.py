@@ -18,7 +18,7 @@ import msgspec
 from raven_service.core.types import OPTIONAL_PARAMS, ModelInfo, Route
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "local")
-CAPABILITIES = ("chat", "tools", "json", "images", "video")
+CAPABILITIES = ("chat", "tools", "json", "images", "video", "embeddings")
 
 
 _ADMIN_SECRET = re.compile(r"rk-[A-Za-z0-9_-]{32,256}")
@@ -47,6 +47,9 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http2: bool = False
     # local provider only
     tokens_per_second: float | None = None
+    # anthropic provider only: the anthropic-version header ("" = the adapter's default); versions
+    # before 2023-06-01 get structured outputs emulated instead of output_config.format
+    anthropic_version: str = ""
 
 
 class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +66,13 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     price_output_per_mtok: float | str = 0
     price_per_image: float | str = 0
     price_per_video_second: float | str = 0
+    #: Prompt tokens read from the provider's prompt cache (OpenAI cached_tokens, Anthropic
+    #: cache_read_input_tokens, Gemini cachedContentTokenCount); unset = priced as plain input.
+    price_cached_input_per_mtok: float | str | None = None
+    #: Prompt tokens written to a prompt cache (Anthropic cache_creation_input_tokens); unset = input.
+    price_cache_write_per_mtok: float | str | None = None
+    #: Embedding models: the vector length when a request names no `dimensions`.
+    embedding_dimensions: int = 0
     supported_parameters: list[str] | None = None
     description: str = ""
 
@@ -204,6 +214,8 @@ def _check_provider(name: str, prov: ProviderConfig) -> None:
             raise ConfigError(f"{where}.{t} must be > 0")
     if prov.max_retries < 0:
         raise ConfigError(f"{where}.max_retries must be >= 0")
+    if prov.anthropic_version and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", prov.anthropic_version):
+        raise ConfigError(f"{where}.anthropic_version must be a date like 2023-06-01")
     for t in ("retry_base_delay", "retry_max_delay"):
         if getattr(prov, t) < 0:
             raise ConfigError(f"{where}.{t} must be >= 0")
@@ -221,8 +233,12 @@ def _check_model(slug: str, model: ModelConfig, known: set[str]) -> None:
             raise ConfigError(f"{where}.capabilities: {cap!r} is not one of {', '.join(CAPABILITIES)}")
     if model.context_length <= 0:
         raise ConfigError(f"{where}.context_length must be > 0")
-    for p in ("price_input_per_mtok", "price_output_per_mtok", "price_per_image", "price_per_video_second"):
-        _decimal(getattr(model, p), f"{where}.{p}")
+    for p in ("price_input_per_mtok", "price_output_per_mtok", "price_per_image", "price_per_video_second",
+              "price_cached_input_per_mtok", "price_cache_write_per_mtok"):
+        if getattr(model, p) is not None:
+            _decimal(getattr(model, p), f"{where}.{p}")
+    if model.embedding_dimensions < 0:
+        raise ConfigError(f"{where}.embedding_dimensions must be >= 0")
 
 
 def check_settings(settings: Settings) -> None:
@@ -263,6 +279,11 @@ def model_infos(settings: Settings) -> list[ModelInfo]:
                 price_output_per_mtok=_decimal(m.price_output_per_mtok, where),
                 price_per_image=_decimal(m.price_per_image, where),
                 price_per_video_second=_decimal(m.price_per_video_second, where),
+                price_cached_input_per_mtok=None if m.price_cached_input_per_mtok is None
+                else _decimal(m.price_cached_input_per_mtok, where),
+                price_cache_write_per_mtok=None if m.price_cache_write_per_mtok is None
+                else _decimal(m.price_cache_write_per_mtok, where),
+                embedding_dimensions=m.embedding_dimensions,
                 supported_parameters=tuple(
                     m.supported_parameters if m.supported_parameters is not None else OPTIONAL_PARAMS
                 ),
