@@ -346,6 +346,8 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     attempts: tuple[str, ...] = ()
     error: str = ""
     created_at: float = 0.0
+    #: The calling key's metadata (`Principal.metadata`) when the request was made, sorted by name.
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 class CreditHold(Frozen, frozen=True):
@@ -371,6 +373,41 @@ class Settlement(Frozen, frozen=True):
     hold_id: str = ""
 
 
+#: The dimensions a store can group usage by ("key" is the key id, "tags" the whole tag set).
+USAGE_DIMENSIONS = frozenset({"day", "model", "key", "provider", "tags"})
+
+
+class UsageAggregate(msgspec.Struct, kw_only=True):
+    """Totals of the usage records sharing one value of each grouped dimension; a dimension that
+    is not grouped is None. `latency_hist` / `ttft_hist` count requests per bucket of
+    `core.latency.BOUNDS_MS` (ttft only of requests that had a first token)."""
+
+    day: int | None = None  # unix seconds of the UTC day's start
+    model: str | None = None
+    key_id: str | None = None
+    provider: str | None = None
+    tags: tuple[tuple[str, str], ...] | None = None
+    requests: int = 0
+    errors: int = 0  # status "failed" (cancelled requests are not errors)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    latency_hist: list[int] = msgspec.field(default_factory=list)
+    ttft_hist: list[int] = msgspec.field(default_factory=list)
+
+
+class UsageSample(Frozen, frozen=True):
+    """The grouping dimensions and timings of one usage record (for exact percentiles)."""
+
+    key_id: str
+    model: str
+    provider: str
+    tags: tuple[tuple[str, str], ...]
+    created_at: float
+    latency_ms: int
+    ttft_ms: int
+
+
 class StoredFile(Frozen, frozen=True):
     id: str
     key_id: str
@@ -382,8 +419,6 @@ class StoredFile(Frozen, frozen=True):
 class StoredResponse(Frozen, frozen=True):
     """A stored Responses API response (`store` + `previous_response_id`), owned by one key.
 
-    #: The calling key's metadata (`Principal.metadata`) when the request was made, sorted by name.
-    tags: tuple[tuple[str, str], ...] = ()
     `body` (the response object) and `input_items` (the whole input that led to it, as a JSON
     array) are the dialect's JSON texts, kept verbatim and never interpreted by the domain."""
 
@@ -422,41 +457,6 @@ class VideoTask(msgspec.Struct, kw_only=True):
     completed_at: float | None = None
     lease_owner: str = ""
     lease_until: float = 0.0
-#: The dimensions a store can group usage by ("key" is the key id, "tags" the whole tag set).
-USAGE_DIMENSIONS = frozenset({"day", "model", "key", "provider", "tags"})
-
-
-class UsageAggregate(msgspec.Struct, kw_only=True):
-    """Totals of the usage records sharing one value of each grouped dimension; a dimension that
-    is not grouped is None. `latency_hist` / `ttft_hist` count requests per bucket of
-    `core.latency.BOUNDS_MS` (ttft only of requests that had a first token)."""
-
-    day: int | None = None  # unix seconds of the UTC day's start
-    model: str | None = None
-    key_id: str | None = None
-    provider: str | None = None
-    tags: tuple[tuple[str, str], ...] | None = None
-    requests: int = 0
-    errors: int = 0  # status "failed" (cancelled requests are not errors)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: Decimal = Decimal(0)
-    latency_hist: list[int] = msgspec.field(default_factory=list)
-    ttft_hist: list[int] = msgspec.field(default_factory=list)
-
-
-class UsageSample(Frozen, frozen=True):
-    """The grouping dimensions and timings of one usage record (for exact percentiles)."""
-
-    key_id: str
-    model: str
-    provider: str
-    tags: tuple[tuple[str, str], ...]
-    created_at: float
-    latency_ms: int
-    ttft_ms: int
-
-
     hold_id: str = ""  # the credit hold this task settles when it ends ('' = none)
     #: The submitting key's metadata, carried into the task's final usage record.
     tags: tuple[tuple[str, str], ...] = ()
