@@ -19,6 +19,8 @@ from gateway.errors import EXCEPTION_HANDLERS
 from gateway.files import FilesController
 from gateway.health import healthz
 from gateway.images import ImagesController
+from gateway.keys import KeyController, KeysController
+from gateway.messages import MessagesController
 from gateway.metrics import GatewayMetrics, metrics_endpoint
 from gateway.models import ModelsController
 from gateway.responses import ResponsesController
@@ -74,6 +76,7 @@ def create_app(
         path="/v1",
         route_handlers=[
             ChatController,
+            MessagesController,
             ModelsController,
             ResponsesController,
             ImagesController,

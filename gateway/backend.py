@@ -127,7 +127,8 @@ def request_id(scope_state: dict[str, Any]) -> str:
 def call_metadata(request: Request[Any, Any, Any]) -> tuple[tuple[str, str], ...]:
     """gRPC metadata for a call made on behalf of ``request``.
 
-    The ``Authorization`` header is forwarded verbatim as ``authorization``; a missing or illegal one
+    The ``Authorization`` header is forwarded verbatim as ``authorization`` (without one, an
+    ``x-api-key`` header, as Anthropic clients send it, becomes ``Bearer <key>``); a missing or illegal one
     (non-ASCII, control characters) is left out, so the service answers UNAUTHENTICATED with the
     same body as for a wrong key. ``x-request-id`` and ``x-raven-client-addr`` (the HTTP peer's
     address) are always sent.
@@ -136,6 +137,8 @@ def call_metadata(request: Request[Any, Any, Any]) -> tuple[tuple[str, str], ...
     client = request.scope.get("client")
     address = client[0] if client else ""
     authorization = request.headers.get("authorization")
+    if not authorization and (api_key := request.headers.get("x-api-key")):
+        authorization = "Bearer " + api_key  # Anthropic clients' header (ANTHROPIC_API_KEY)
     if authorization and _metadata_safe(authorization):
         return (("authorization", authorization), ("x-request-id", rid), (CLIENT_ADDR_KEY, address))
     return (("x-request-id", rid), (CLIENT_ADDR_KEY, address))

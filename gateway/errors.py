@@ -43,6 +43,7 @@ __all__ = [
     "ApiError",
     "ErrorDetail",
     "ErrorResponse",
+    "as_api_error",
     "error_type_for",
     "forwarded_headers",
     "status_error_code",
@@ -347,6 +348,22 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     """Exception handler of last resort: a generic 500 (the traceback goes to the log only)."""
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return ApiError(500, _INTERNAL_MESSAGE, code="internal_error").to_response()
+
+
+def as_api_error(request: Request[Any, Any, Any], exc: Exception) -> ApiError:
+    """Any exception a route raised, as the ApiError the handlers above would answer (for routes
+    that render errors in another dialect's shape, e.g. Anthropic's in gateway.messages)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, grpc.aio.AioRpcError):
+        error = ApiError.from_rpc_error(exc)
+        if error.status_code >= 500 and exc.code() != grpc.StatusCode.UNAVAILABLE:
+            logger.warning("gRPC call failed on %s: %s", request.url.path, exc.code().name)
+        return error
+    if isinstance(exc, HTTPException):
+        return _http_error(request, exc)
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return ApiError(500, _INTERNAL_MESSAGE, code="internal_error")
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

@@ -141,6 +141,8 @@ async def sse_events(
     keepalive: float,
     render: Callable[[T], bytes],
     render_error: Callable[[BaseException], bytes],
+    done: bytes = DONE,
+    keepalive_frame: bytes = KEEPALIVE,
 ) -> AsyncIterator[bytes]:
     """SSE frames for ``stream``, starting with the batch ``first`` (None: nothing arrived yet).
 
@@ -150,19 +152,23 @@ async def sse_events(
         keepalive: Seconds of silence after which a comment is sent.
         render: One message -> one complete ``data:`` event.
         render_error: The exception that ended the call -> one complete ``data:`` event.
+        done: The frame after the last one (``data: [DONE]``; b"" for dialects without one).
+        keepalive_frame: What is sent after ``keepalive`` seconds of silence (a comment; Anthropic's
+            dialect sends its ``ping`` event).
     """
     try:
         batch = first
         while True:
             if batch is None:
-                yield KEEPALIVE
+                yield keepalive_frame
             else:
                 try:
-                    frames, done = _frames(batch, render, render_error)
+                    frames, ended = _frames(batch, render, render_error, done)
                 except Exception as exc:  # a rendering bug must still end the stream properly
-                    frames, done = [render_error(exc), DONE], True
-                yield b"".join(frames) if len(frames) > 1 else frames[0]
-                if done:
+                    frames, ended = [render_error(exc), done], True
+                if out := (b"".join(frames) if len(frames) > 1 else frames[0]):
+                    yield out
+                if ended:
                     return
             batch = await stream.next_batch(keepalive)
     finally:
@@ -170,17 +176,18 @@ async def sse_events(
 
 
 def _frames(
-    batch: list[Item], render: Callable[[Any], bytes], render_error: Callable[[BaseException], bytes]
+    batch: list[Item], render: Callable[[Any], bytes], render_error: Callable[[BaseException], bytes],
+    done: bytes = DONE,
 ) -> tuple[list[bytes], bool]:
     """The SSE frames of one batch, and whether the stream ended with it."""
     frames: list[bytes] = []
     for item in batch:
         if item is END:
-            frames.append(DONE)
+            frames.append(done)
             return frames, True
         if isinstance(item, BaseException):
             frames.append(render_error(item))
-            frames.append(DONE)
+            frames.append(done)
             return frames, True
         frames.append(render(item))
     return frames, False

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13raven/v1/chat.proto\x12\x08raven.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xbd\x02\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12,\n\rcontent_parts\x18\x03 \x03(\x0b\x32\x15.raven.v1.ContentPart\x12\x11\n\x04name\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x19\n\x0ctool_call_id\x18\x05 \x01(\tH\x02\x88\x01\x01\x12&\n\ntool_calls\x18\x06 \x03(\x0b\x32\x12.raven.v1.ToolCall\x12\x1e\n\x11reasoning_content\x18\x07 \x01(\tH\x03\x88\x01\x01\x12*\n\treasoning\x18\x08 \x03(\x0b\x32\x17.raven.v1.ReasoningPartB\n\n\x08_contentB\x07\n\x05_nameB\x0f\n\r_tool_call_idB\x14\n\x12_reasoning_content\"C\n\rReasoningPart\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x11\n\tencrypted\x18\x03 \x01(\t\"S\n\x0eReasoningDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x11\n\tencrypted\x18\x04 \x01(\t\"\x81\x01\n\x0fReasoningConfig\x12\x13\n\x06\x65\x66\x66ort\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\rbudget_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x14\n\x07summary\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\t\n\x07_effortB\x10\n\x0e_budget_tokensB\n\n\x08_summary\"L\n\x0b\x43ontentPart\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\timage_url\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\x99\x01\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x12+\n\nparameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x05 \x01(\x08H\x01\x88\x01\x01\x42\x0e\n\x0c_descriptionB\t\n\x07_strict\"?\n\nToolChoice\x12\x0e\n\x04mode\x18\x01 \x01(\tH\x00\x12\x17\n\rfunction_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"\x8d\x01\n\nJsonSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x0e\n\x0c_descriptionB\t\n\x07_strict\"I\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12)\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x14.raven.v1.JsonSchema\"E\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"\x94\x01\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x02id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04type\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x11\n\x04name\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x16\n\targuments\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x05\n\x03_idB\x07\n\x05_typeB\x07\n\x05_nameB\x0c\n\n_arguments\"\xcc\x01\n\x10\x41ssistantMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12&\n\ntool_calls\x18\x03 \x03(\x0b\x32\x12.raven.v1.ToolCall\x12\x1e\n\x11reasoning_content\x18\x04 \x01(\tH\x01\x88\x01\x01\x12*\n\treasoning\x18\x05 \x03(\x0b\x32\x17.raven.v1.ReasoningPartB\n\n\x08_contentB\x14\n\x12_reasoning_content\"}\n\nChatChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12+\n\x07message\x18\x02 \x01(\x0b\x32\x1a.raven.v1.AssistantMessage\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x1c\n\x14native_finish_reason\x18\x04 \x01(\t\"\xd9\x01\n\tChatDelta\x12\x11\n\x04role\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x01\x88\x01\x01\x12+\n\ntool_calls\x18\x03 \x03(\x0b\x32\x17.raven.v1.ToolCallDelta\x12\x1e\n\x11reasoning_content\x18\x04 \x01(\tH\x02\x88\x01\x01\x12+\n\treasoning\x18\x05 \x01(\x0b\x32\x18.raven.v1.ReasoningDeltaB\x07\n\x05_roleB\n\n\x08_contentB\x14\n\x12_reasoning_content\"\xaa\x01\n\x0b\x43hunkChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\"\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x13.raven.v1.ChatDelta\x12\x1a\n\rfinish_reason\x18\x03 \x01(\tH\x00\x88\x01\x01\x12!\n\x14native_finish_reason\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x10\n\x0e_finish_reasonB\x17\n\x15_native_finish_reasonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13raven/v1/chat.proto\x12\x08raven.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd8\x02\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12,\n\rcontent_parts\x18\x03 \x03(\x0b\x32\x15.raven.v1.ContentPart\x12\x11\n\x04name\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x19\n\x0ctool_call_id\x18\x05 \x01(\tH\x02\x88\x01\x01\x12&\n\ntool_calls\x18\x06 \x03(\x0b\x32\x12.raven.v1.ToolCall\x12\x1e\n\x11reasoning_content\x18\x07 \x01(\tH\x03\x88\x01\x01\x12*\n\treasoning\x18\x08 \x03(\x0b\x32\x17.raven.v1.ReasoningPart\x12\x19\n\x11\x61nthropic_content\x18\x1e \x01(\tB\n\n\x08_contentB\x07\n\x05_nameB\x0f\n\r_tool_call_idB\x14\n\x12_reasoning_content\"C\n\rReasoningPart\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x11\n\tencrypted\x18\x03 \x01(\t\"S\n\x0eReasoningDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x11\n\tencrypted\x18\x04 \x01(\t\"\x81\x01\n\x0fReasoningConfig\x12\x13\n\x06\x65\x66\x66ort\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\rbudget_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x14\n\x07summary\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\t\n\x07_effortB\x10\n\x0e_budget_tokensB\n\n\x08_summary\"L\n\x0b\x43ontentPart\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\timage_url\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\xb1\x01\n\x04Tool\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x12+\n\nparameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12\x16\n\x0e\x61nthropic_tool\x18\x1e \x01(\tB\x0e\n\x0c_descriptionB\t\n\x07_strict\"?\n\nToolChoice\x12\x0e\n\x04mode\x18\x01 \x01(\tH\x00\x12\x17\n\rfunction_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"\x8d\x01\n\nJsonSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x06strict\x18\x04 \x01(\x08H\x01\x88\x01\x01\x42\x0e\n\x0c_descriptionB\t\n\x07_strict\"I\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12)\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x14.raven.v1.JsonSchema\"E\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"\x94\x01\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x02id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04type\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x11\n\x04name\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x16\n\targuments\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x05\n\x03_idB\x07\n\x05_typeB\x07\n\x05_nameB\x0c\n\n_arguments\"\xcc\x01\n\x10\x41ssistantMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x00\x88\x01\x01\x12&\n\ntool_calls\x18\x03 \x03(\x0b\x32\x12.raven.v1.ToolCall\x12\x1e\n\x11reasoning_content\x18\x04 \x01(\tH\x01\x88\x01\x01\x12*\n\treasoning\x18\x05 \x03(\x0b\x32\x17.raven.v1.ReasoningPartB\n\n\x08_contentB\x14\n\x12_reasoning_content\"}\n\nChatChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12+\n\x07message\x18\x02 \x01(\x0b\x32\x1a.raven.v1.AssistantMessage\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x1c\n\x14native_finish_reason\x18\x04 \x01(\t\"\xd9\x01\n\tChatDelta\x12\x11\n\x04role\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x01\x88\x01\x01\x12+\n\ntool_calls\x18\x03 \x03(\x0b\x32\x17.raven.v1.ToolCallDelta\x12\x1e\n\x11reasoning_content\x18\x04 \x01(\tH\x02\x88\x01\x01\x12+\n\treasoning\x18\x05 \x01(\x0b\x32\x18.raven.v1.ReasoningDeltaB\x07\n\x05_roleB\n\n\x08_contentB\x14\n\x12_reasoning_content\"\xaa\x01\n\x0b\x43hunkChoice\x12\r\n\x05index\x18\x01 \x01(\x05\x12\"\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x13.raven.v1.ChatDelta\x12\x1a\n\rfinish_reason\x18\x03 \x01(\tH\x00\x88\x01\x01\x12!\n\x14native_finish_reason\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x10\n\x0e_finish_reasonB\x17\n\x15_native_finish_reasonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raven.v1.chat_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHATMESSAGE']._serialized_start=64
-  _globals['_CHATMESSAGE']._serialized_end=381
-  _globals['_REASONINGPART']._serialized_start=383
-  _globals['_REASONINGPART']._serialized_end=450
-  _globals['_REASONINGDELTA']._serialized_start=452
-  _globals['_REASONINGDELTA']._serialized_end=535
-  _globals['_REASONINGCONFIG']._serialized_start=538
-  _globals['_REASONINGCONFIG']._serialized_end=667
-  _globals['_CONTENTPART']._serialized_start=669
-  _globals['_CONTENTPART']._serialized_end=745
-  _globals['_TOOL']._serialized_start=748
-  _globals['_TOOL']._serialized_end=901
-  _globals['_TOOLCHOICE']._serialized_start=903
-  _globals['_TOOLCHOICE']._serialized_end=966
-  _globals['_JSONSCHEMA']._serialized_start=969
-  _globals['_JSONSCHEMA']._serialized_end=1110
-  _globals['_RESPONSEFORMAT']._serialized_start=1112
-  _globals['_RESPONSEFORMAT']._serialized_end=1185
-  _globals['_TOOLCALL']._serialized_start=1187
-  _globals['_TOOLCALL']._serialized_end=1256
-  _globals['_TOOLCALLDELTA']._serialized_start=1259
-  _globals['_TOOLCALLDELTA']._serialized_end=1407
-  _globals['_ASSISTANTMESSAGE']._serialized_start=1410
-  _globals['_ASSISTANTMESSAGE']._serialized_end=1614
-  _globals['_CHATCHOICE']._serialized_start=1616
-  _globals['_CHATCHOICE']._serialized_end=1741
-  _globals['_CHATDELTA']._serialized_start=1744
-  _globals['_CHATDELTA']._serialized_end=1961
-  _globals['_CHUNKCHOICE']._serialized_start=1964
-  _globals['_CHUNKCHOICE']._serialized_end=2134
+  _globals['_CHATMESSAGE']._serialized_end=408
+  _globals['_REASONINGPART']._serialized_start=410
+  _globals['_REASONINGPART']._serialized_end=477
+  _globals['_REASONINGDELTA']._serialized_start=479
+  _globals['_REASONINGDELTA']._serialized_end=562
+  _globals['_REASONINGCONFIG']._serialized_start=565
+  _globals['_REASONINGCONFIG']._serialized_end=694
+  _globals['_CONTENTPART']._serialized_start=696
+  _globals['_CONTENTPART']._serialized_end=772
+  _globals['_TOOL']._serialized_start=775
+  _globals['_TOOL']._serialized_end=952
+  _globals['_TOOLCHOICE']._serialized_start=954
+  _globals['_TOOLCHOICE']._serialized_end=1017
+  _globals['_JSONSCHEMA']._serialized_start=1020
+  _globals['_JSONSCHEMA']._serialized_end=1161
+  _globals['_RESPONSEFORMAT']._serialized_start=1163
+  _globals['_RESPONSEFORMAT']._serialized_end=1236
+  _globals['_TOOLCALL']._serialized_start=1238
+  _globals['_TOOLCALL']._serialized_end=1307
+  _globals['_TOOLCALLDELTA']._serialized_start=1310
+  _globals['_TOOLCALLDELTA']._serialized_end=1458
+  _globals['_ASSISTANTMESSAGE']._serialized_start=1461
+  _globals['_ASSISTANTMESSAGE']._serialized_end=1665
+  _globals['_CHATCHOICE']._serialized_start=1667
+  _globals['_CHATCHOICE']._serialized_end=1792
+  _globals['_CHATDELTA']._serialized_start=1795
+  _globals['_CHATDELTA']._serialized_end=2012
+  _globals['_CHUNKCHOICE']._serialized_start=2015
+  _globals['_CHUNKCHOICE']._serialized_end=2185
 # @@protoc_insertion_point(module_scope)

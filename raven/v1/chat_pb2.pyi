@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChatMessage(_message.Message):
-    __slots__ = ("role", "content", "content_parts", "name", "tool_call_id", "tool_calls", "reasoning_content", "reasoning")
+    __slots__ = ("role", "content", "content_parts", "name", "tool_call_id", "tool_calls", "reasoning_content", "reasoning", "anthropic_content")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_PARTS_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class ChatMessage(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     REASONING_CONTENT_FIELD_NUMBER: _ClassVar[int]
     REASONING_FIELD_NUMBER: _ClassVar[int]
+    ANTHROPIC_CONTENT_FIELD_NUMBER: _ClassVar[int]
     role: str
     content: str
     content_parts: _containers.RepeatedCompositeFieldContainer[ContentPart]
@@ -25,7 +26,8 @@ class ChatMessage(_message.Message):
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
     reasoning_content: str
     reasoning: _containers.RepeatedCompositeFieldContainer[ReasoningPart]
-    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., content_parts: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., name: _Optional[str] = ..., tool_call_id: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., reasoning_content: _Optional[str] = ..., reasoning: _Optional[_Iterable[_Union[ReasoningPart, _Mapping]]] = ...) -> None: ...
+    anthropic_content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., content_parts: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., name: _Optional[str] = ..., tool_call_id: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., reasoning_content: _Optional[str] = ..., reasoning: _Optional[_Iterable[_Union[ReasoningPart, _Mapping]]] = ..., anthropic_content: _Optional[str] = ...) -> None: ...
 
 class ReasoningPart(_message.Message):
     __slots__ = ("text", "signature", "encrypted")
@@ -72,18 +74,20 @@ class ContentPart(_message.Message):
     def __init__(self, type: _Optional[str] = ..., text: _Optional[str] = ..., image_url: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Tool(_message.Message):
-    __slots__ = ("type", "name", "description", "parameters", "strict")
+    __slots__ = ("type", "name", "description", "parameters", "strict", "anthropic_tool")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     STRICT_FIELD_NUMBER: _ClassVar[int]
+    ANTHROPIC_TOOL_FIELD_NUMBER: _ClassVar[int]
     type: str
     name: str
     description: str
     parameters: _struct_pb2.Struct
     strict: bool
-    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., strict: _Optional[bool] = ...) -> None: ...
+    anthropic_tool: str
+    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., strict: _Optional[bool] = ..., anthropic_tool: _Optional[str] = ...) -> None: ...
 
 class ToolChoice(_message.Message):
     __slots__ = ("mode", "function_name")

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateChatCompletionRequest(_message.Message):
-    __slots__ = ("model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "frequency_penalty", "presence_penalty", "user", "models", "extra_body", "max_completion_tokens", "reasoning")
+    __slots__ = ("model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "frequency_penalty", "presence_penalty", "user", "models", "extra_body", "max_completion_tokens", "reasoning", "anthropic_beta", "dialect")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,8 @@ class CreateChatCompletionRequest(_message.Message):
     EXTRA_BODY_FIELD_NUMBER: _ClassVar[int]
     MAX_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REASONING_FIELD_NUMBER: _ClassVar[int]
+    ANTHROPIC_BETA_FIELD_NUMBER: _ClassVar[int]
+    DIALECT_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]
     max_tokens: int
@@ -45,7 +47,9 @@ class CreateChatCompletionRequest(_message.Message):
     extra_body: _struct_pb2.Struct
     max_completion_tokens: int
     reasoning: _chat_pb2.ReasoningConfig
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_chat_pb2.ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., user: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., extra_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_completion_tokens: _Optional[int] = ..., reasoning: _Optional[_Union[_chat_pb2.ReasoningConfig, _Mapping]] = ...) -> None: ...
+    anthropic_beta: _containers.RepeatedScalarFieldContainer[str]
+    dialect: str
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_chat_pb2.ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., user: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., extra_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_completion_tokens: _Optional[int] = ..., reasoning: _Optional[_Union[_chat_pb2.ReasoningConfig, _Mapping]] = ..., anthropic_beta: _Optional[_Iterable[str]] = ..., dialect: _Optional[str] = ...) -> None: ...
 
 class CreateChatCompletionResponse(_message.Message):
     __slots__ = ("id", "model", "created", "choices", "usage", "provider", "dropped_params")
@@ -66,7 +70,7 @@ class CreateChatCompletionResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ..., choices: _Optional[_Iterable[_Union[_chat_pb2.ChatChoice, _Mapping]]] = ..., usage: _Optional[_Union[_usage_pb2.Usage, _Mapping]] = ..., provider: _Optional[str] = ..., dropped_params: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamChatCompletionRequest(_message.Message):
-    __slots__ = ("model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "frequency_penalty", "presence_penalty", "user", "models", "extra_body", "max_completion_tokens", "reasoning")
+    __slots__ = ("model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format", "frequency_penalty", "presence_penalty", "user", "models", "extra_body", "max_completion_tokens", "reasoning", "anthropic_beta", "dialect")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +88,8 @@ class StreamChatCompletionRequest(_message.Message):
     EXTRA_BODY_FIELD_NUMBER: _ClassVar[int]
     MAX_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REASONING_FIELD_NUMBER: _ClassVar[int]
+    ANTHROPIC_BETA_FIELD_NUMBER: _ClassVar[int]
+    DIALECT_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]
     max_tokens: int
@@ -101,7 +107,9 @@ class StreamChatCompletionRequest(_message.Message):
     extra_body: _struct_pb2.Struct
     max_completion_tokens: int
     reasoning: _chat_pb2.ReasoningConfig
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_chat_pb2.ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., user: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., extra_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_completion_tokens: _Optional[int] = ..., reasoning: _Optional[_Union[_chat_pb2.ReasoningConfig, _Mapping]] = ...) -> None: ...
+    anthropic_beta: _containers.RepeatedScalarFieldContainer[str]
+    dialect: str
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_chat_pb2.ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., user: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., extra_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_completion_tokens: _Optional[int] = ..., reasoning: _Optional[_Union[_chat_pb2.ReasoningConfig, _Mapping]] = ..., anthropic_beta: _Optional[_Iterable[str]] = ..., dialect: _Optional[str] = ...) -> None: ...
 
 class StreamChatCompletionResponse(_message.Message):
     __slots__ = ("id", "model", "created", "choices", "usage", "error", "provider", "dropped_params")
@@ -132,3 +140,21 @@ class StreamError(_message.Message):
     type: str
     code: str
     def __init__(self, message: _Optional[str] = ..., type: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
+
+class CountTokensRequest(_message.Message):
+    __slots__ = ("model", "messages", "tools")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]
+    tools: _containers.RepeatedCompositeFieldContainer[_chat_pb2.Tool]
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ...) -> None: ...
+
+class CountTokensResponse(_message.Message):
+    __slots__ = ("input_tokens", "model")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    model: str
+    def __init__(self, input_tokens: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...

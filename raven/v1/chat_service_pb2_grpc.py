@@ -50,6 +50,11 @@ class ChatServiceStub:
                 request_serializer=raven_dot_v1_dot_chat__service__pb2.StreamChatCompletionRequest.SerializeToString,
                 response_deserializer=raven_dot_v1_dot_chat__service__pb2.StreamChatCompletionResponse.FromString,
                 _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/raven.v1.ChatService/CountTokens',
+                request_serializer=raven_dot_v1_dot_chat__service__pb2.CountTokensRequest.SerializeToString,
+                response_deserializer=raven_dot_v1_dot_chat__service__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -75,6 +80,14 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountTokens(self, request, context):
+        """Counts the prompt tokens of a request with Raven's token estimator (the count admission
+        reserves credits for), without calling a model: no usage record, no credits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -87,6 +100,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.StreamChatCompletion,
                     request_deserializer=raven_dot_v1_dot_chat__service__pb2.StreamChatCompletionRequest.FromString,
                     response_serializer=raven_dot_v1_dot_chat__service__pb2.StreamChatCompletionResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=raven_dot_v1_dot_chat__service__pb2.CountTokensRequest.FromString,
+                    response_serializer=raven_dot_v1_dot_chat__service__pb2.CountTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -149,6 +167,33 @@ class ChatService:
             '/raven.v1.ChatService/StreamChatCompletion',
             raven_dot_v1_dot_chat__service__pb2.StreamChatCompletionRequest.SerializeToString,
             raven_dot_v1_dot_chat__service__pb2.StreamChatCompletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raven.v1.ChatService/CountTokens',
+            raven_dot_v1_dot_chat__service__pb2.CountTokensRequest.SerializeToString,
+            raven_dot_v1_dot_chat__service__pb2.CountTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,7 +13,7 @@ from raven_service.api import convert
 from raven_service.api.context import authenticate, send_rate, set_rate_trailer
 from raven_service.api.errors import abort
 from raven_service.app.chat import ChatAdmission, ChatUseCase, Served, StreamEnd, StreamFailed
-from raven_service.core.types import Finish, ReasoningDelta, TextDelta, ToolCallDelta
+from raven_service.core.types import ChatRequest, Finish, ReasoningDelta, TextDelta, ToolCallDelta
 from raven_service.policy.auth import Authenticator
 
 _ASSISTANT = "assistant"
@@ -75,6 +75,19 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
             provider=done.provider,
             dropped_params=list(done.dropped),
         )
+
+    async def CountTokens(
+        self, request: chat_service_pb2.CountTokensRequest, context: grpc.aio.ServicerContext
+    ) -> chat_service_pb2.CountTokensResponse:
+        await authenticate(self._auth, context)
+        try:
+            req = ChatRequest(model=request.model, messages=convert.messages(request.messages),
+                              tools=convert.tools(request.tools))
+            model, tokens = self._chat.count_tokens(req)
+        except Exception as exc:  # a RavenError, or a bug: INTERNAL without its text (logged)
+            await abort(context, exc)
+            raise
+        return chat_service_pb2.CountTokensResponse(input_tokens=tokens, model=model.id)
 
     async def StreamChatCompletion(
         self, request: chat_service_pb2.StreamChatCompletionRequest, context: grpc.aio.ServicerContext

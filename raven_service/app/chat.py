@@ -36,6 +36,10 @@ from raven_service.routing.catalogue import Catalogue, bound_name, filter_params
 from raven_service.routing.router import Outcome, Router, Target
 
 
+#: Generation id prefix by ingress dialect (the id is the key to GetGeneration either way).
+_ID_PREFIX = {"messages": "msg_"}
+
+
 @dataclass(slots=True)
 class ChatAdmission:
     """An admitted chat request."""
@@ -104,6 +108,13 @@ class ChatUseCase:
         self._admitter = admitter
         self._request_timeout = request_timeout
 
+    def count_tokens(self, req: ChatRequest) -> tuple[ModelInfo, int]:
+        """The model and the prompt tokens of `req`, counted as admission counts them (nothing is
+        admitted or recorded: Anthropic's count_tokens)."""
+        validate_chat(req)
+        model = self._catalogue.resolve(req.model, "chat")
+        return model, count_message_tokens(req.messages, req.tools)
+
     @contextlib.asynccontextmanager
     async def admitted(self, principal: Principal, req: ChatRequest) -> AsyncIterator[ChatAdmission]:
         """Validates and admits (raising a RavenError carrying the rate state otherwise), then holds
@@ -131,7 +142,7 @@ class ChatUseCase:
         except RavenError as exc:
             await self._admitter.attach_rate(exc, principal)
             raise
-        adm_id = "chatcmpl-" + uuid.uuid4().hex
+        adm_id = _ID_PREFIX.get(req.dialect, "chatcmpl-") + uuid.uuid4().hex
 
         def fallback(ticket: Ticket, status: str, error: str) -> UsageRecord:
             # Ended before the use case reported anything (e.g. cancelled before the first event):

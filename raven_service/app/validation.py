@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import warnings
@@ -55,6 +56,7 @@ def validate_chat(req: ChatRequest) -> None:
     _validate_messages(req)
     _validate_sampling(req)
     _validate_tools(req)
+    _validate_anthropic(req)
 
 
 def _validate_messages(req: ChatRequest) -> None:
@@ -137,6 +139,59 @@ def _validate_tools(req: ChatRequest) -> None:
                               param="response_format.json_schema.schema", code="missing_required_parameter")
     if fmt is not None and isinstance(fmt.schema, dict):
         validate_schema(fmt.schema, "response_format.json_schema.schema")
+
+
+#: The deepest nesting of verbatim Anthropic JSON (blocks, tool definitions): the REST body limit.
+MAX_JSON_DEPTH = 64
+MAX_ANTHROPIC_BETA = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[{]|[\]}]")
+
+
+def _json_depth(text: str) -> int:
+    """The nesting depth of the arrays / objects of JSON `text` (strings skipped; no recursion)."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _anthropic_json(text: str, param: str, *, array: bool) -> Any:
+    """The verbatim Anthropic JSON of a message (an array of blocks) or a tool (an object), checked."""
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise InvalidArgument(f"'{param}' is nested too deeply (at most {MAX_JSON_DEPTH} levels).", param=param,
+                              code="invalid_value")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidArgument(f"'{param}' is not valid JSON.", param=param, code="invalid_value") from None
+    items = value if array and isinstance(value, list) else [value]
+    if (array and not isinstance(value, list)) or not all(
+            isinstance(v, dict) and isinstance(v.get("type", ""), str) for v in items):
+        what = "an array of content blocks (objects with a string 'type')" if array else "a JSON object"
+        raise InvalidArgument(f"'{param}' must be {what}.", param=param, code="invalid_value")
+    return value
+
+
+def _validate_anthropic(req: ChatRequest) -> None:
+    """Verbatim Anthropic content (POST /v1/messages, or a gRPC client setting it) is well-formed."""
+    for i, msg in enumerate(req.messages):
+        if msg.anthropic_content:
+            _anthropic_json(msg.anthropic_content, f"messages[{i}].anthropic_content", array=True)
+    for i, tool in enumerate(req.tools):
+        if tool.anthropic:
+            _anthropic_json(tool.anthropic, f"tools[{i}].anthropic_tool", array=False)
+    if len(req.anthropic_beta) > MAX_ANTHROPIC_BETA or any(
+            not _BETA.match(b) for b in req.anthropic_beta):
+        raise InvalidArgument("'anthropic-beta' values must be feature names (letters, digits, '-', '_', '.').",
+                              param="anthropic-beta", code="invalid_value")
+
+
+_BETA = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 def _schema_error(param: str, what: str) -> InvalidArgument:

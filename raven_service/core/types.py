@@ -56,6 +56,10 @@ class Message(Frozen, frozen=True):
     #: For role "assistant": the reasoning that preceded the answer (sent back in multi-turn
     #: conversations; Anthropic requires the signed thinking blocks before tool results).
     reasoning: tuple[ReasoningPart, ...] = ()
+    #: The Anthropic content blocks (a JSON array text) this message was translated from, verbatim:
+    #: Anthropic upstreams send them instead of the fields above (full fidelity: signatures,
+    #: cache_control, unknown block types); other providers ignore it. "" = none.
+    anthropic_content: str = ""
 
     def text(self) -> str:
         """All the text of the message (content or text parts)."""
@@ -69,6 +73,19 @@ class Tool(Frozen, frozen=True):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    #: "function", or an Anthropic server tool's type (web_search_20250305 ...): such a tool is
+    #: sent to Anthropic upstreams only (see `function_tools`).
+    type: str = "function"
+    #: The tool as an Anthropic client defined it (a JSON object text), sent verbatim to Anthropic
+    #: upstreams (cache_control, defer_loading, server tools). "" = none.
+    anthropic: str = ""
+
+
+def function_tools(tools: tuple[Tool, ...]) -> tuple[Tool, ...]:
+    """The tools a provider other than Anthropic can offer: the functions (server tools dropped)."""
+    if all(t.type == "function" for t in tools):
+        return tools
+    return tuple(t for t in tools if t.type == "function")
 
 
 class ToolChoice(Frozen, frozen=True):
@@ -120,6 +137,10 @@ class ChatRequest(Frozen, frozen=True):
     #: which OpenAI-compatible upstreams receive unchanged; gpt-5 / o-series reject max_tokens).
     max_tokens_name: str = "max_tokens"
     reasoning: ReasoningConfig | None = None
+    #: The client's `anthropic-beta` values, for Anthropic upstreams.
+    anthropic_beta: tuple[str, ...] = ()
+    #: The REST dialect the request came in ("" = chat completions; "messages" = Anthropic's).
+    dialect: str = ""
 
     def set_params(self) -> set[str]:
         """Names of the optional parameters this request sets (the bound under its wire name)."""

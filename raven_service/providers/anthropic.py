@@ -98,7 +98,8 @@ DEFAULT_MAX_TOKENS = 4096
 USER_AGENT = "raven-router/0.1"
 MESSAGES_PATH = "/v1/messages"
 #: Top-level Messages API fields that may arrive in `ChatRequest.extra` and are passed through.
-PASSTHROUGH_EXTRA = frozenset({"top_k", "thinking", "metadata", "service_tier", "container", "mcp_servers"})
+PASSTHROUGH_EXTRA = frozenset({"top_k", "thinking", "metadata", "service_tier", "container", "mcp_servers",
+                               "context_management", "output_config"})
 _AUTH_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
 _MAX_BODY = 64 * 1024 * 1024
 _DRAIN_GRACE = 0.1  # seconds to wait after message_stop for the end of the body (keeps the connection)
@@ -239,17 +240,22 @@ def _tool_result(m: Message) -> dict[str, Any]:
     return block
 
 
-def _turns(messages: Sequence[Message]) -> tuple[list[str], list[dict[str, Any]]]:
-    """(system texts, alternating user / assistant turns)."""
-    system: list[str] = []
+def _turns(messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, alternating user / assistant turns). A message carrying the Anthropic blocks
+    it came from (`Message.anthropic_content`, set by Raven's own /v1/messages) sends those."""
+    system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
     for m in messages:
+        native: list[dict[str, Any]] | None = msgspec.json.decode(m.anthropic_content) if m.anthropic_content else None
         if m.role in ("system", "developer"):
-            text = m.text()
-            if text.strip():
-                system.append(text)
+            if native is not None:
+                system.extend(native)
+            elif (text := m.text()).strip():
+                system.append({"type": "text", "text": text})
             continue
-        if m.role == "tool":
+        if native is not None:
+            role, blocks = ("assistant" if m.role == "assistant" else "user"), native
+        elif m.role == "tool":
             role, blocks = "user", [_tool_result(m)]
         elif m.role == "assistant":
             role, blocks = "assistant", _content_blocks(m)
@@ -289,6 +295,9 @@ def _tools(r: ChatRequest, body: dict[str, Any], parallel: Any) -> None:
         return
     tools = []
     for t in r.tools:
+        if t.anthropic:  # the client's own definition (cache_control, defer_loading, server tools)
+            tools.append(msgspec.json.decode(t.anthropic))
+            continue
         schema = dict(t.parameters) if t.parameters else {}
         schema.setdefault("type", "object")
         tool: dict[str, Any] = {"name": t.name}
@@ -319,11 +328,13 @@ def messages_body(
     body: dict[str, Any] = {k: v for k, v in r.extra.items() if k in PASSTHROUGH_EXTRA} if r.extra else {}
     system, turns = _turns(r.messages)
     if r.response_format is not None and (instruction := _format_instruction(r.response_format)):
-        system.append(instruction)
+        system.append({"type": "text", "text": instruction})
     body["model"] = upstream_model
     body["max_tokens"] = r.max_tokens if r.max_tokens is not None else default_max_tokens
     if system:
-        body["system"] = "\n\n".join(system)
+        # plain texts stay one string, as before; blocks with more (cache_control ...) go as blocks
+        plain = all(b.get("type") == "text" and len(b) == 2 and isinstance(b.get("text"), str) for b in system)
+        body["system"] = "\n\n".join(b["text"] for b in system) if plain else system
     body["messages"] = turns
     if r.temperature is not None:
         body["temperature"] = min(1.0, max(0.0, float(r.temperature)))
@@ -566,6 +577,17 @@ class AnthropicProvider:
         self._key = key
         self._http.secrets = (*self._static_secrets, key) if key else self._static_secrets
 
+    def _request_headers(self, req: ProviderChatRequest, stream: bool) -> dict[str, str]:
+        """`_headers`, plus the client's ``anthropic-beta`` values after the configured ones."""
+        headers = self._headers(stream)
+        betas = req.request.anthropic_beta
+        if not betas:
+            return headers
+        key = next((k for k in headers if k.lower() == "anthropic-beta"), "anthropic-beta")
+        configured = [b.strip() for b in headers.get(key, "").split(",") if b.strip()]
+        merged = configured + [b for b in betas if b not in configured]
+        return {**headers, key: ",".join(merged)}
+
     def _headers(self, stream: bool) -> dict[str, str]:
         """The request headers, with the API key read from the environment now (a rotated key is
         picked up without a restart)."""
@@ -632,7 +654,7 @@ class AnthropicProvider:
 
     async def complete(self, req: ProviderChatRequest) -> ChatResult:
         """One whole completion from the non-streaming call."""
-        headers = self._headers(stream=False)
+        headers = self._request_headers(req, stream=False)
         resp = await self._http.send("POST", self._url, headers=headers, body=self._body(req, stream=False))
         async with resp:
             raw = await resp.read(_MAX_BODY)
@@ -642,7 +664,7 @@ class AnthropicProvider:
     async def stream(self, req: ProviderChatRequest) -> AsyncIterator[ChatEvent]:
         """Streams the completion; see the module docstring for the event contract. Stopping the
         iteration (aclose, cancellation) closes the upstream connection at once."""
-        headers = self._headers(stream=True)
+        headers = self._request_headers(req, stream=True)
         resp = await self._http.send("POST", self._url, headers=headers, body=self._body(req, stream=True))
         try:
             if resp.content_type == "application/json":  # a whole message (or error) instead of events

@@ -116,6 +116,7 @@ from raven_service.core.types import (
     ToolCall,
     ToolCallDelta,
     UsageReport,
+    function_tools,
 )
 from raven_service.providers._client import upstream_client
 from raven_service.providers._http import UpstreamClient, error_from_payload
@@ -377,10 +378,11 @@ _EFFORT_BUDGET = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "x
 
 
 def _tools(r: ChatRequest, body: dict[str, Any]) -> None:
-    if not r.tools:
+    fn_tools = function_tools(r.tools)  # Anthropic server tools are not for this upstream
+    if not fn_tools:
         return
     declarations = []
-    for t in r.tools:
+    for t in fn_tools:
         decl: dict[str, Any] = {"name": t.name}
         if t.description:
             decl["description"] = t.description

@@ -66,6 +66,7 @@ from raven_service.core.types import (
     VideoRequest,
     VideoResult,
     VideoState,
+    function_tools,
 )
 from raven_service.providers._client import upstream_client
 from raven_service.providers._http import UpstreamClient, error_from_payload
@@ -260,9 +261,9 @@ def _params(r: ChatRequest, body: dict[str, Any]) -> None:
         body["reasoning_effort"] = r.reasoning.effort
     if r.stop:
         body["stop"] = list(r.stop)
-    if r.tools:
+    if fn_tools := function_tools(r.tools):  # Anthropic server tools are not for this upstream
         tools = []
-        for t in r.tools:
+        for t in fn_tools:
             fn: dict[str, Any] = {"name": t.name}
             if t.description is not None:
                 fn["description"] = t.description

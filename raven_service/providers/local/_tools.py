@@ -19,7 +19,7 @@ import string
 from collections.abc import Sequence
 
 from raven_service.core.errors import InvalidArgument
-from raven_service.core.types import ChatRequest, Tool, ToolCall
+from raven_service.core.types import ChatRequest, Tool, ToolCall, function_tools
 from raven_service.providers.local._schema import generate_instance
 from raven_service.providers.local._text import echo_text, last_user_text
 from raven_service.providers.local._words import STOPWORDS, analyze
@@ -64,7 +64,7 @@ def _score(tool: Tool, text: str, text_words: set[str]) -> int:
 
 def select_tools(request: ChatRequest) -> list[Tool]:
     """The tools the model calls for `request` (empty: it answers in text)."""
-    tools = request.tools
+    tools = function_tools(request.tools)  # Anthropic server tools are not the simulator's
     choice = request.tool_choice
     mode = choice.mode if choice is not None else "auto"
     if not tools or mode == "none":
