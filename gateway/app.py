@@ -20,6 +20,7 @@ from gateway.files import FilesController
 from gateway.health import healthz
 from gateway.images import ImagesController
 from gateway.keys import KeyController, KeysController
+from gateway.keys import KeyController, KeysController
 from gateway.messages import MessagesController
 from gateway.metrics import GatewayMetrics, metrics_endpoint
 from gateway.models import ModelsController
@@ -80,6 +81,8 @@ def create_app(
             ModelsController,
             ResponsesController,
             ImagesController,
+            KeyController,
+            KeysController,
             VideosController,
             FilesController,
             GenerationController,

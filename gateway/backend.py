@@ -15,6 +15,7 @@ from raven.v1 import (
     chat_service_pb2_grpc,
     file_service_pb2_grpc,
     image_service_pb2_grpc,
+    key_service_pb2_grpc,
     model_service_pb2_grpc,
     response_service_pb2_grpc,
     usage_service_pb2_grpc,
@@ -59,7 +60,7 @@ _MAX_METADATA_VALUE = 4096
 class Backend:
     """The channel and one stub per raven.v1 service, created once."""
 
-    __slots__ = ("channel", "chat", "files", "health", "images", "models", "responses", "usage", "videos")
+    __slots__ = ("channel", "chat", "files", "health", "images", "keys", "models", "responses", "usage", "videos")
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         """Create the stubs on ``channel``."""
@@ -70,6 +71,7 @@ class Backend:
         self.videos = video_service_pb2_grpc.VideoServiceStub(channel)
         self.files = file_service_pb2_grpc.FileServiceStub(channel)
         self.usage = usage_service_pb2_grpc.UsageServiceStub(channel)
+        self.keys = key_service_pb2_grpc.KeyServiceStub(channel)
         self.responses = response_service_pb2_grpc.ResponseServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
 

@@ -49,6 +49,7 @@ _TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _ANY = msgspec.json.Decoder()
 _LOCATED = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
 #: A JSON string literal (possessive: linear time, no backtracking on long strings).
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 #: The most arrays and objects one body may hold: decoding builds one Python object each, on the
@@ -151,6 +152,9 @@ def _schema_error(message: str) -> ApiError:
     if missing := _MISSING.match(text):
         param = f"{path}.{missing.group('field')}" if path else missing.group("field")
         return ApiError(400, f"Missing required parameter: '{param}'.", code="missing_required_parameter", param=param)
+    if unknown := _UNKNOWN.match(text):  # Structs declared with forbid_unknown_fields (admin bodies)
+        param = f"{path}.{unknown.group('field')}" if path else unknown.group("field")
+        return ApiError(400, f"Unknown parameter: '{param}'.", code="unknown_parameter", param=param)
     if not path:
         if text.startswith("Expected `object`"):
             return ApiError(400, "The request body must be a JSON object.", code="invalid_type")

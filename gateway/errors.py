@@ -70,6 +70,7 @@ HTTP_STATUS_BY_CODE: dict[grpc.StatusCode, int] = {
 #: ``ErrorInfo.reason`` values that override the status chosen by the gRPC code.
 HTTP_STATUS_BY_REASON: dict[str, int] = {
     "INSUFFICIENT_CREDITS": 402,
+    "BUDGET_EXHAUSTED": 402,
     "PAYLOAD_TOO_LARGE": 413,
     "RAVEN_UNAVAILABLE": 503,  # Raven's own store or limiter is down: not an upstream's 502
 }

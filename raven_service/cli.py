@@ -180,27 +180,175 @@ async def _prepare_workers(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _keys_create(args: argparse.Namespace) -> int:
-    from raven_service.policy.auth import create_key
+def _key_admin(settings: Settings, store):
+    """The service's KeyAdmin on the store directly (so the CLI applies exactly the rules the
+    API does), acting as a local admin."""
+    from raven_service.app.accounts import KeyAdmin
+    from raven_service.core.types import Principal
+    from raven_service.wiring import build_providers
+
+    models = [m.id for m in build_providers(settings).models]
+    admin = KeyAdmin(store, None, default_rpm=settings.default_rpm, default_concurrency=settings.default_concurrency,
+                     credits=store, models=lambda: models, allow_http_webhooks=settings.alert_webhook_allow_http)
+    return admin, Principal(key_id="cli", name="cli", admin=True)
+
+
+def _key_spec(args: argparse.Namespace, *, creating: bool):
+    """The KeySpec of `raven keys create|update` flags (the values are checked by KeyAdmin)."""
+    from raven_service.app.accounts import KeySpec
+
+    spec = KeySpec()
+    if args.name is not None:
+        spec.name = args.name
+    for name in ("rpm", "concurrency", "tpm"):
+        if getattr(args, name) is not None:
+            setattr(spec, name, getattr(args, name))
+    if args.credits is not None:
+        spec.credits = "" if args.credits == "unlimited" else f"{args.credits}"
+    if args.budget is not None:
+        if args.budget == "none":
+            spec.budget = None
+        else:
+            amount, _, period = args.budget.partition("/")
+            spec.budget = (amount, period)
+    if args.models is not None:
+        spec.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    _expiry(args, spec)
+    if args.scopes is not None:
+        spec.scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    if args.admin:
+        spec.admin = True
+        if args.scopes is None and not creating:
+            spec.scopes = ["admin", "inference"]
+    if args.tag:
+        spec.metadata = _tags(args.tag)
+    if args.alert_webhook is not None:
+        spec.alert_webhook = args.alert_webhook
+    if args.alert_thresholds is not None:
+        spec.alert_thresholds = _thresholds(args.alert_thresholds)
+    return spec
+
+
+def _expiry(args: argparse.Namespace, spec) -> None:
+    if args.expires is not None and args.expires_in is not None:
+        raise UsageError("give either --expires or --expires-in, not both")
+    if args.expires is not None:
+        spec.expires_at = "" if args.expires == "never" else args.expires
+    if args.expires_in is not None:
+        spec.expires_in = args.expires_in
+
+
+def _tags(items: list[str]) -> dict[str, str]:
+    tags = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--tag must look like NAME=VALUE, got {item!r}")
+        tags[name] = value
+    return tags
+
+
+def _thresholds(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError("--alert-thresholds must be whole percentages, e.g. 80,95,100") from None
+
+
+async def _with_admin(args: argparse.Namespace, action):
+    """Runs `action(admin, principal)` on the configured store; bad values exit 2, unknown ids 1."""
+    from raven_service.core.errors import InvalidArgument, NotFound
 
     settings = _settings(args)
-    credits = args.credits
-    if not args.name.strip() or len(args.name) > 200:
-        raise UsageError("--name must be 1 to 200 characters")
     store = _store(settings)
     await store.open()
     try:
-        key, secret = await create_key(
-            store, name=args.name,
-            rpm=settings.default_rpm if args.rpm is None else args.rpm,
-            concurrency=settings.default_concurrency if args.concurrency is None else args.concurrency,
-            credits=credits, admin=args.admin,
-        )
+        admin, principal = _key_admin(settings, store)
+        return await action(admin, principal)
+    except InvalidArgument as exc:
+        field = (exc.param or "").split(".")[0].split("[")[0]
+        flag = {"expires_at": "expires", "metadata": "tag"}.get(field, field).replace("_", "-")
+        raise UsageError(f"--{flag}: {exc.message}" if flag else exc.message) from None
+    except NotFound as exc:
+        print(f"raven: {exc.message}", file=sys.stderr)
+        return 1
     finally:
         await store.close()
-    print(secret)
-    print(f"created key {key.id} ({key.name}); the secret above is shown only once", file=sys.stderr)
-    return 0
+
+
+def _print_key(view) -> None:
+    """`raven keys show` / after create and update: the key and its status, one field a line."""
+    from raven_service.policy.governance import format_time
+
+    k = view.key
+    lines = [
+        ("id", k.id), ("name", k.name), ("prefix", k.prefix), ("scopes", ",".join(k.scopes)),
+        ("models", ",".join(k.models) or "all"),
+        ("expires_at", format_time(k.expires_at) if k.expires_at is not None else "never"),
+        ("rpm", k.rpm or "unlimited"), ("concurrency", k.concurrency or "unlimited"), ("tpm", k.tpm or "unlimited"),
+        ("credits", "unlimited" if k.credits is None else f"{k.credits.normalize():f}"),
+        ("credits_used", f"{k.credits_used.normalize():f}"),
+    ]
+    if k.budget is not None:
+        resets = format_time(view.budget_resets_at) if view.budget_resets_at else "-"
+        lines.append(("budget", f"{k.budget.normalize():f}/{k.budget_period} (used {view.budget_used.normalize():f}, "
+                                f"resets {resets})"))
+    else:
+        lines.append(("budget", "none"))
+    lines += [
+        ("metadata", ",".join(f"{n}={v}" for n, v in sorted(k.metadata.items())) or "-"),
+        ("alert_webhook", k.alert_webhook or "-"),
+        ("alert_thresholds", ",".join(str(t) for t in k.alert_thresholds)),
+        ("revoked", "yes" if k.revoked else "no"),
+    ]
+    for name, value in lines:
+        print(f"{name:<17} {value}")
+
+
+async def _keys_create(args: argparse.Namespace) -> int:
+    if not args.name.strip() or len(args.name) > 200:
+        raise UsageError("--name must be 1 to 200 characters")
+    spec = _key_spec(args, creating=True)
+
+    async def create(admin, principal) -> int:
+        created = await admin.create(principal, spec)
+        print(created.secret)
+        print(f"created key {created.view.key.id} ({created.view.key.name}); the secret above is shown only once",
+              file=sys.stderr)
+        if created.view.key.alert_webhook:
+            print(f"webhook signing secret (shown only once): {created.webhook_secret}", file=sys.stderr)
+        return 0
+
+    return await _with_admin(args, create)
+
+
+async def _keys_update(args: argparse.Namespace) -> int:
+    spec = _key_spec(args, creating=False)
+
+    async def update(admin, principal) -> int:
+        _print_key(await admin.update(principal, args.id, spec))
+        return 0
+
+    return await _with_admin(args, update)
+
+
+async def _keys_rotate(args: argparse.Namespace) -> int:
+    async def rotate(admin, principal) -> int:
+        view, secret = await admin.rotate(principal, args.id, None, args.grace or "")
+        print(secret)
+        print(f"rotated key {view.key.id}; the old secret works for {args.grace or '24h'} more; the new secret "
+              "above is shown only once", file=sys.stderr)
+        return 0
+
+    return await _with_admin(args, rotate)
+
+
+async def _keys_show(args: argparse.Namespace) -> int:
+    async def show(admin, principal) -> int:
+        _print_key(await admin.get(principal, args.id))
+        return 0
+
+    return await _with_admin(args, show)
 
 
 async def _keys_list(args: argparse.Namespace) -> int:
@@ -270,6 +418,32 @@ def _record_type():
     return UsageRecord
 
 
+def _key_flags(p: argparse.ArgumentParser, *, creating: bool) -> None:
+    """The governance flags shared by `keys create` and `keys update` (SPEC §11)."""
+    p.add_argument("--rpm", type=_count, help="requests per minute (0 = unlimited)")
+    p.add_argument("--concurrency", type=_count, help="requests in flight (0 = unlimited)")
+    p.add_argument("--tpm", type=_count, help="tokens per minute (0 = unlimited)")
+    p.add_argument("--credits", type=_credits if creating else _credits_or_unlimited,
+                   help="credit limit, a decimal in catalogue price units (default unlimited"
+                        + ("" if creating else "; 'unlimited' removes it") + ")")
+    p.add_argument("--budget", help="a budget on top of the credits: AMOUNT/day, AMOUNT/week or AMOUNT/month"
+                                    + ("" if creating else " ('none' removes it)"))
+    p.add_argument("--models", help="allow-list of model slug patterns, comma separated ('a/*,b'); '' = all")
+    p.add_argument("--expires", help="expiry, RFC 3339 (2027-01-01T00:00:00Z)" + ("" if creating else "; 'never'"))
+    p.add_argument("--expires-in", help="expiry as a duration from now (30d, 12h)")
+    p.add_argument("--scopes", help="comma separated: inference, admin")
+    p.add_argument("--admin", action="store_true", help="shortcut for --scopes admin,inference")
+    p.add_argument("--tag", action="append", metavar="NAME=VALUE",
+                   help="a string tag (repeatable)" + ("" if creating else "; replaces all tags"))
+    p.add_argument("--alert-webhook", help="https URL receiving signed budget/credit alerts" +
+                   ("" if creating else " ('' removes it)"))
+    p.add_argument("--alert-thresholds", help="percentages, comma separated (default 80,95,100)")
+
+
+def _credits_or_unlimited(text: str) -> Decimal | str:
+    return "unlimited" if text == "unlimited" else _credits(text)
+
+
 def parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--config", help="TOML config file (or RAVEN_CONFIG)")
@@ -291,12 +465,20 @@ def parser() -> argparse.ArgumentParser:
                                                                      parser_class=_Parser)
     kc = k.add_parser("create", parents=[common], help="create a key and print its secret once")
     kc.add_argument("--name", required=True)
-    kc.add_argument("--rpm", type=_count, help="requests per minute (0 = unlimited)")
-    kc.add_argument("--concurrency", type=_count, help="requests in flight (0 = unlimited)")
-    kc.add_argument("--credits", type=_credits,
-                    help="credit limit, a decimal in catalogue price units (default unlimited)")
-    kc.add_argument("--admin", action="store_true", help="may administer keys")
+    _key_flags(kc, creating=True)
     kc.set_defaults(func=_keys_create)
+    ku = k.add_parser("update", parents=[common], help="change a key's name, limits or governance fields")
+    ku.add_argument("id")
+    ku.add_argument("--name")
+    _key_flags(ku, creating=False)
+    ku.set_defaults(func=_keys_update)
+    kt = k.add_parser("rotate", parents=[common], help="give a key a new secret (printed once)")
+    kt.add_argument("id")
+    kt.add_argument("--grace", help="how long the old secret keeps working (e.g. 2s, 15m, 24h, 7d; default 24h)")
+    kt.set_defaults(func=_keys_rotate)
+    ks = k.add_parser("show", parents=[common], help="show a key, its credits and budget")
+    ks.add_argument("id")
+    ks.set_defaults(func=_keys_show)
     kl = k.add_parser("list", parents=[common], help="list keys")
     kl.set_defaults(func=_keys_list)
     kr = k.add_parser("revoke", parents=[common], help="revoke a key")

@@ -126,6 +126,12 @@ class Settings(msgspec.Struct, kw_only=True):
     admin_key: str = ""
     #: Failed authentications per client address and minute before 429 (0 = no limit).
     auth_failure_limit_per_minute: int = 60
+    #: Alert webhooks (SPEC §11): allow loopback http:// receivers (tests, local setups); otherwise
+    #: only https:// URLs are accepted. Each alert is tried `alert_webhook_attempts` times, waiting
+    #: `alert_webhook_retry_seconds` (doubling) between attempts.
+    alert_webhook_allow_http: bool = False
+    alert_webhook_attempts: int = 5
+    alert_webhook_retry_seconds: float = 1.0
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
 

@@ -52,6 +52,7 @@ from raven_service.api.responses import ResponseServicer
 from raven_service.api.usage import UsageServicer
 from raven_service.app.accounts import KeyAdmin
 from raven_service.app.admission import Admitter, HoldKeeper
+from raven_service.app.alerts import AlertWatcher
 from raven_service.app.chat import ChatUseCase
 from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
 from raven_service.app.responses import ResponseUseCase
@@ -60,6 +61,7 @@ from raven_service.app.usage import UsageQueries
 from raven_service.config import Settings
 from raven_service.core.ports import Limiter, Store
 from raven_service.jobs.files import OutputJanitor
+from raven_service.notify.webhooks import WebhookSender
 from raven_service.jobs.videos import VideoWorker
 from raven_service.metrics import ServiceMetrics
 from raven_service.policy.auth import Authenticator, create_key
@@ -134,6 +136,8 @@ class Services:
     observer: RequestObserver = field(default_factory=RequestObserver)
     tracing: Any = None
     janitor: OutputJanitor | None = None
+    alerts: AlertWatcher | None = None  # key alert webhooks (SPEC §11)
+    webhooks: WebhookSender | None = None
 
     async def close(self) -> None:
         await self.worker.stop()
@@ -177,6 +181,10 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     admitter = Admitter(store, limiter, usage, hold_ttl=settings.lease_ttl_seconds,
                         on_overspend=metrics.overspend)
     holds = HoldKeeper(store, admitter.instance_id, ttl=settings.lease_ttl_seconds)
+    webhooks = WebhookSender(attempts=settings.alert_webhook_attempts,
+                             retry_base=settings.alert_webhook_retry_seconds)
+    alerts = AlertWatcher(store, store, usage, webhooks)
+    admitter.on_alerting = alerts.notify
     breakers = CircuitBreakers(threshold=settings.breaker_threshold, cooldown=settings.breaker_cooldown_seconds)
     router = Router(providers.chat, providers.retry_policies, breakers)
     worker = VideoWorker(store, store, catalogue, providers.video, concurrency=settings.video_workers,
@@ -190,16 +198,20 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
                             hold_seconds=settings.video_task_timeout + 4 * settings.lease_ttl_seconds + 60),
         files=FileUseCase(store, ttl=settings.output_ttl_seconds),
         keys=KeyAdmin(store, auth, default_rpm=settings.default_rpm,
-                      default_concurrency=settings.default_concurrency),
+                      default_concurrency=settings.default_concurrency, credits=store,
+                      models=lambda: [m.id for m in catalogue.list()],
+                      allow_http_webhooks=settings.alert_webhook_allow_http),
         usage_queries=UsageQueries(store, store, usage),
         responses=ResponseUseCase(store),
         responses=ResponseUseCase(store),
         worker=worker,
         metrics=metrics,
-        closers=providers.closers,
+        closers=[alerts.close, webhooks.close, *providers.closers],
         observer=RequestObserver(tracer=tracing.tracer if tracing is not None else None,
                                  access_log=settings.access_log),
         tracing=tracing,
+        alerts=alerts,
+        webhooks=webhooks,
     )
     holds.start()
     if start_workers:
@@ -219,7 +231,7 @@ def register_servicers(services: Services, target, health_servicer=None):
     videos = VideoServicer(s.auth, s.videos, s.admitter, output_ttl=s.files.ttl)
     video_service_pb2_grpc.add_VideoServiceServicer_to_server(videos, target)
     file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(s.auth, s.files, s.admitter), target)
-    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(s.auth, s.keys), target)
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(s.auth, s.keys, s.admitter), target)
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
         UsageServicer(s.auth, s.usage_queries, s.admitter), target)
     response_service_pb2_grpc.add_ResponseServiceServicer_to_server(

@@ -26,7 +26,12 @@ if _version_not_supported:
 
 
 class KeyServiceStub:
-    """API key administration. Every RPC needs an admin key (PERMISSION_DENIED otherwise).
+    """API key administration and governance (SPEC §11). Every RPC but GetKey (and GetKeyById for the
+    caller's own id) needs a key with the `admin` scope (PERMISSION_DENIED, reason INSUFFICIENT_SCOPE).
+
+    Amounts are exact decimal strings. Times in requests are RFC 3339 strings
+    ("2027-01-01T00:00:00Z") and durations strings with an s/m/h/d suffix ("30d"), so that a malformed
+    value is an INVALID_ARGUMENT naming the field; times in responses are Timestamps.
     """
 
     def __init__(self, channel):
@@ -55,10 +60,30 @@ class KeyServiceStub:
                 request_serializer=raven_dot_v1_dot_key__service__pb2.UpdateKeyRequest.SerializeToString,
                 response_deserializer=raven_dot_v1_dot_key__service__pb2.UpdateKeyResponse.FromString,
                 _registered_method=True)
+        self.GetKey = channel.unary_unary(
+                '/raven.v1.KeyService/GetKey',
+                request_serializer=raven_dot_v1_dot_key__service__pb2.GetKeyRequest.SerializeToString,
+                response_deserializer=raven_dot_v1_dot_key__service__pb2.GetKeyResponse.FromString,
+                _registered_method=True)
+        self.GetKeyById = channel.unary_unary(
+                '/raven.v1.KeyService/GetKeyById',
+                request_serializer=raven_dot_v1_dot_key__service__pb2.GetKeyByIdRequest.SerializeToString,
+                response_deserializer=raven_dot_v1_dot_key__service__pb2.GetKeyByIdResponse.FromString,
+                _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/raven.v1.KeyService/RotateKey',
+                request_serializer=raven_dot_v1_dot_key__service__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=raven_dot_v1_dot_key__service__pb2.RotateKeyResponse.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
-    """API key administration. Every RPC needs an admin key (PERMISSION_DENIED otherwise).
+    """API key administration and governance (SPEC §11). Every RPC but GetKey (and GetKeyById for the
+    caller's own id) needs a key with the `admin` scope (PERMISSION_DENIED, reason INSUFFICIENT_SCOPE).
+
+    Amounts are exact decimal strings. Times in requests are RFC 3339 strings
+    ("2027-01-01T00:00:00Z") and durations strings with an s/m/h/d suffix ("30d"), so that a malformed
+    value is an INVALID_ARGUMENT naming the field; times in responses are Timestamps.
     """
 
     def CreateKey(self, request, context):
@@ -89,6 +114,27 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetKey(self, request, context):
+        """The calling key itself (any key): limits, scopes, models, expiry, credits and budget status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKeyById(self, request, context):
+        """One key by id (admin; a non-admin key may ask for its own id only, others are NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKey(self, request, context):
+        """Gives a key a new secret; the old one keeps working for the grace period (default 24 h).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +158,21 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     request_deserializer=raven_dot_v1_dot_key__service__pb2.UpdateKeyRequest.FromString,
                     response_serializer=raven_dot_v1_dot_key__service__pb2.UpdateKeyResponse.SerializeToString,
             ),
+            'GetKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKey,
+                    request_deserializer=raven_dot_v1_dot_key__service__pb2.GetKeyRequest.FromString,
+                    response_serializer=raven_dot_v1_dot_key__service__pb2.GetKeyResponse.SerializeToString,
+            ),
+            'GetKeyById': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeyById,
+                    request_deserializer=raven_dot_v1_dot_key__service__pb2.GetKeyByIdRequest.FromString,
+                    response_serializer=raven_dot_v1_dot_key__service__pb2.GetKeyByIdResponse.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=raven_dot_v1_dot_key__service__pb2.RotateKeyRequest.FromString,
+                    response_serializer=raven_dot_v1_dot_key__service__pb2.RotateKeyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'raven.v1.KeyService', rpc_method_handlers)
@@ -121,7 +182,12 @@ def add_KeyServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class KeyService:
-    """API key administration. Every RPC needs an admin key (PERMISSION_DENIED otherwise).
+    """API key administration and governance (SPEC §11). Every RPC but GetKey (and GetKeyById for the
+    caller's own id) needs a key with the `admin` scope (PERMISSION_DENIED, reason INSUFFICIENT_SCOPE).
+
+    Amounts are exact decimal strings. Times in requests are RFC 3339 strings
+    ("2027-01-01T00:00:00Z") and durations strings with an s/m/h/d suffix ("30d"), so that a malformed
+    value is an INVALID_ARGUMENT naming the field; times in responses are Timestamps.
     """
 
     @staticmethod
@@ -222,6 +288,87 @@ class KeyService:
             '/raven.v1.KeyService/UpdateKey',
             raven_dot_v1_dot_key__service__pb2.UpdateKeyRequest.SerializeToString,
             raven_dot_v1_dot_key__service__pb2.UpdateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raven.v1.KeyService/GetKey',
+            raven_dot_v1_dot_key__service__pb2.GetKeyRequest.SerializeToString,
+            raven_dot_v1_dot_key__service__pb2.GetKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeyById(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raven.v1.KeyService/GetKeyById',
+            raven_dot_v1_dot_key__service__pb2.GetKeyByIdRequest.SerializeToString,
+            raven_dot_v1_dot_key__service__pb2.GetKeyByIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raven.v1.KeyService/RotateKey',
+            raven_dot_v1_dot_key__service__pb2.RotateKeyRequest.SerializeToString,
+            raven_dot_v1_dot_key__service__pb2.RotateKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,11 +45,19 @@ def rate_metadata(rate) -> tuple[tuple[str, str], ...]:
     """x-ratelimit-* metadata from a RateInfo (see policy.ratelimit)."""
     if rate is None:
         return ()
-    return (
+    meta: tuple[tuple[str, str], ...] = (
         ("x-ratelimit-limit-requests", str(rate.limit)),
         ("x-ratelimit-remaining-requests", str(rate.remaining)),
         ("x-ratelimit-reset-requests", f"{math.ceil(rate.reset_after)}s"),
     )
+    tokens = getattr(rate, "tokens", None)  # app.admission.Rate of a key with a TPM limit
+    if tokens is not None and tokens.limit > 0:
+        meta += (
+            ("x-ratelimit-limit-tokens", str(tokens.limit)),
+            ("x-ratelimit-remaining-tokens", str(tokens.remaining)),
+            ("x-ratelimit-reset-tokens", f"{math.ceil(tokens.reset_after)}s"),
+        )
+    return meta
 
 
 def to_status(exc: BaseException) -> status_pb2.Status:
@@ -87,6 +95,8 @@ def to_status(exc: BaseException) -> status_pb2.Status:
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     """Aborts the RPC with the rich status of `exc` and the rate-limit metadata it carries."""
     meta = rate_metadata(getattr(exc, "rate", None))
+    if isinstance(exc, e.BudgetExhausted):
+        meta += (("x-ratelimit-reset-credits", f"{math.ceil(exc.resets_in)}s"),)
     status = to_status(exc)
     grpc_status = rpc_status.to_status(status)
     await context.abort(grpc_status.code, grpc_status.details, tuple(grpc_status.trailing_metadata) + meta)

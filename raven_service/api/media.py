@@ -23,6 +23,7 @@ from raven_service.app.admission import Admitter
 from raven_service.app.media import OUTPUT_TTL, FileUseCase, ImageUseCase, VideoUseCase
 from raven_service.core.errors import InvalidArgument, RavenError
 from raven_service.policy.auth import Authenticator
+from raven_service.policy.governance import check_model, model_allowed
 from raven_service.routing.catalogue import Catalogue
 
 CHUNK = 256 * 1024
@@ -36,12 +37,16 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @unary_call
     async def ListModels(self, request, context, principal):
+        # A key with a model allow-list sees only the models it may call (SPEC §11).
         return model_service_pb2.ListModelsResponse(
-            models=[convert.model(m) for m in self._catalogue.list(request.capability)])
+            models=[convert.model(m) for m in self._catalogue.list(request.capability)
+                    if model_allowed(principal.models, m.id)])
 
     @unary_call
     async def GetModel(self, request, context, principal):
-        return model_service_pb2.GetModelResponse(model=convert.model(self._catalogue.get(request.id)))
+        model = self._catalogue.get(request.id)
+        check_model(principal, model.id)
+        return model_service_pb2.GetModelResponse(model=convert.model(model))
 
 
 class ImageServicer(image_service_pb2_grpc.ImageServiceServicer):

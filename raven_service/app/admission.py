@@ -1,6 +1,8 @@
-"""Admission as one scope: RPM, a concurrency slot and a credit hold on the way in; on the way
-out, whatever happened (success, error, a bug, cancellation at any await point), exactly one
-settlement (usage record + hold) and the slot back.
+"""Admission as one scope: the key's scope and model allow-list, RPM, TPM, a concurrency slot and a
+credit hold (which also reserves in the key's budget window) on the way in; on the way out,
+whatever happened (success, error, a bug, cancellation at any await point), exactly one settlement
+(usage record + hold, charged to credits and budget window), the token count corrected to the real
+one, and the slot back.
 
 Every entry point (chat unary and stream, images, video submit; REST reaches them through the
 same gRPC servicers) runs its request inside `Admitter.admitted(...)`, so no code path can skip
@@ -18,17 +20,47 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from raven_service.accounting.ledger import Ledger
-from raven_service.core.errors import InsufficientCredits, RateLimited, RavenError
-from raven_service.core.ports import CreditStore, Lease, Limiter, RpmDecision
+from raven_service.core.errors import BudgetExhausted, InsufficientCredits, RateLimited, RavenError
+from raven_service.core.ports import CreditStore, Lease, Limiter, RpmDecision, TokenDecision
 from raven_service.core.types import CreditHold, Principal, Settlement, UsageRecord
+from raven_service.policy.governance import budget_window, check_inference, check_model
 
 log = logging.getLogger("raven.admission")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """What the x-ratelimit-* headers report: the RPM decision (its members, so a Rate is an
+    RpmDecision) and, for a key with a TPM limit, the token window."""
+
+    rpm: RpmDecision
+    tokens: TokenDecision | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.rpm.allowed
+
+    @property
+    def limit(self) -> int:
+        return self.rpm.limit
+
+    @property
+    def remaining(self) -> int:
+        return self.rpm.remaining
+
+    @property
+    def reset_after(self) -> float:
+        return self.rpm.reset_after
+
+
+#: Called after a request of a key with an alert webhook was submitted for settlement.
+AlertHook = Callable[[Principal], None]
 
 
 @dataclass(slots=True)
@@ -40,6 +72,8 @@ class Ticket:
     rate: RpmDecision
     slot: Lease | None
     hold: CreditHold | None
+    tokens: TokenDecision | None = None
+    budget_window: float | None = None
     started: float = field(default_factory=time.monotonic)
     created: float = field(default_factory=time.time)
     #: The outcome, set by the use case once it knows it; None at exit = the scope builds one.
@@ -60,8 +94,11 @@ Fallback = Callable[[Ticket, str, str], UsageRecord]
 
 class Admitter:
     def __init__(self, credits: CreditStore, limiter: Limiter, ledger: Ledger, *, instance_id: str = "",
-                 hold_ttl: float = 30.0, on_overspend: Callable[[Decimal], None] | None = None) -> None:
+                 hold_ttl: float = 30.0, on_overspend: Callable[[Decimal], None] | None = None,
+                 wall: Callable[[], float] = time.time, on_alerting: AlertHook | None = None) -> None:
         self._credits = credits
+        self._wall = wall  # budget windows are calendar (wall-clock) windows
+        self.on_alerting = on_alerting
         self._limiter = limiter
         self._ledger = ledger
         self.instance_id = instance_id or "i-" + uuid.uuid4().hex[:12]
@@ -73,7 +110,10 @@ class Admitter:
         self.settled_count = 0
 
     async def peek(self, principal: Principal) -> RpmDecision:
-        return await self._limiter.peek_rpm(principal.key_id, principal.rpm)
+        rpm = await self._limiter.peek_rpm(principal.key_id, principal.rpm)
+        if principal.tpm <= 0:
+            return rpm
+        return Rate(rpm, await self._limiter.peek_tokens(principal.key_id, principal.tpm))
 
     async def attach_rate(self, exc: RavenError, principal: Principal) -> None:
         """Adds the caller's rate state to an error; never replaces the error (a limiter outage
@@ -86,13 +126,23 @@ class Admitter:
 
     @contextlib.asynccontextmanager
     async def admitted(self, principal: Principal, worst_case_cost: Decimal, *, record_id: str,
-                       fallback: Fallback, hold_seconds: float | None = None) -> AsyncIterator[Ticket]:
-        """Admits (raising RateLimited / InsufficientCredits / StoreUnavailable, nothing held) and
-        yields the ticket; settles it exactly once on the way out.
+                       fallback: Fallback, models: Sequence[str], tokens: int = 0,
+                       hold_seconds: float | None = None) -> AsyncIterator[Ticket]:
+        """Admits (raising PermissionDenied / RateLimited / InsufficientCredits / BudgetExhausted /
+        StoreUnavailable, nothing held) and yields the ticket; settles it exactly once on the way out.
 
+        `models`: every model slug the request may use (each must pass the key's allow-list);
+        `tokens`: the prompt estimate reserved against the key's TPM (settled to the real count).
         `hold_seconds` gives the hold a fixed lifetime instead of one renewed by this instance
         (for work that outlives the request, such as a queued video task)."""
-        ticket = await self._admit(principal, worst_case_cost, record_id, hold_seconds)
+        try:
+            check_inference(principal)
+            for slug in models:
+                check_model(principal, slug)
+        except RavenError as exc:
+            await self.attach_rate(exc, principal)
+            raise
+        ticket = await self._admit(principal, worst_case_cost, record_id, hold_seconds, tokens)
         status, error = "completed", ""
         try:
             yield ticket
@@ -111,18 +161,37 @@ class Admitter:
 
     # --------------------------------------------------------------------------------- inside
     async def _admit(self, principal: Principal, worst: Decimal, record_id: str,
-                     hold_seconds: float | None) -> Ticket:
-        rate = await self._limiter.hit_rpm(principal.key_id, principal.rpm)
-        if not rate.allowed:
+                     hold_seconds: float | None, tokens: int) -> Ticket:
+        rpm = await self._limiter.hit_rpm(principal.key_id, principal.rpm)
+        rate: RpmDecision = rpm
+        if principal.tpm > 0:
+            rate = Rate(rpm, await self._limiter.peek_tokens(principal.key_id, principal.tpm))
+        if not rpm.allowed:
             exc = RateLimited(
                 f"Rate limit reached: {principal.rpm} requests per minute. Retry after "
-                f"{rate.reset_after:.0f}s.",
-                retry_after=max(rate.reset_after, 1.0),
+                f"{rpm.reset_after:.0f}s.",
+                retry_after=max(rpm.reset_after, 1.0),
             )
             exc.rate = rate
             raise exc
-        slot = await self._acquire(principal)
+        taken: TokenDecision | None = None
+        if principal.tpm > 0:
+            taken = await self._limiter.hit_tokens(principal.key_id, principal.tpm, tokens)
+            rate = Rate(rpm, taken)
+            if not taken.allowed:
+                why = (f"this request alone needs about {tokens} tokens" if tokens > principal.tpm
+                       else f"Retry after {taken.reset_after:.0f}s")
+                exc = RateLimited(f"Token rate limit reached: {principal.tpm} tokens per minute; {why}.",
+                                  retry_after=max(taken.reset_after, 1.0), code="token_rate_limit_exceeded")
+                exc.rate = rate
+                raise exc
+        try:
+            slot = await self._acquire(principal)
+        except BaseException:
+            self._return_tokens(principal, taken)
+            raise
         if slot is None:
+            self._return_tokens(principal, taken)
             exc = RateLimited(
                 f"Concurrency limit reached: {principal.concurrency} requests in flight.",
                 retry_after=1.0,
@@ -131,28 +200,52 @@ class Admitter:
             exc.rate = rate
             raise exc
         hold: CreditHold | None = None
+        window: float | None = None
+        window_end = 0.0
         try:
-            if principal.has_credit_limit and worst > 0:
+            budgeted = principal.budget is not None and bool(principal.budget_period)
+            if budgeted:
+                window, window_end = budget_window(principal.budget_period, self._wall())
+            if (principal.has_credit_limit or budgeted) and worst > 0:
                 fixed = hold_seconds is not None
                 hold = CreditHold(
                     id="hold_" + uuid.uuid4().hex, key_id=principal.key_id, amount=worst,
                     owner="" if fixed else self.instance_id,
                     expires_at=time.time() + (hold_seconds if hold_seconds is not None else self._hold_ttl),
+                    budget_window=window,
                 )
                 if not await self._reserve(hold):
-                    exc2 = InsufficientCredits(
-                        "Insufficient credits: this request could cost up to "
-                        f"{worst.normalize():f} credits and the key has less left."
-                    )
-                    exc2.rate = rate
-                    raise exc2
+                    raise await self._refusal(principal, hold, window_end)
         except BaseException as exc:
             self._release_slot(slot)
+            self._return_tokens(principal, taken)
             if isinstance(exc, RavenError) and exc.rate is None:
                 exc.rate = rate
             raise
         self.admitted_count += 1
-        return Ticket(id=record_id, principal=principal, rate=rate, slot=slot, hold=hold)
+        return Ticket(id=record_id, principal=principal, rate=rate, slot=slot, hold=hold, tokens=taken,
+                      budget_window=window)
+
+    async def _refusal(self, principal: Principal, hold: CreditHold, window_end: float) -> RavenError:
+        """Why a hold did not fit: the budget window (when that is what is full) or the credits."""
+        worst = hold.amount
+        if hold.budget_window is not None and principal.budget is not None:
+            used, reserved = await self._credits.budget_usage(principal.key_id, hold.budget_window)
+            if used + reserved + worst > principal.budget:
+                resets_in = max(0.0, window_end - self._wall())
+                return BudgetExhausted(
+                    f"Budget exhausted: this request could cost up to {worst.normalize():f} credits and the key's "
+                    f"{principal.budget_period}ly budget of {principal.budget.normalize():f} has less left; it "
+                    f"resets in {resets_in:.0f}s.", resets_in=resets_in)
+        return InsufficientCredits(
+            "Insufficient credits: this request could cost up to "
+            f"{worst.normalize():f} credits and the key has less left."
+        )
+
+    def _return_tokens(self, principal: Principal, taken: TokenDecision | None) -> None:
+        """Gives back the tokens of a request that was not admitted after all."""
+        if taken is not None and taken.reserved:
+            self._spawn(self._limiter.settle_tokens(principal.key_id, taken.window, -taken.reserved))
 
     async def _acquire(self, principal: Principal) -> Lease | None:
         """Takes a slot; a slot granted after the caller was cancelled goes straight back."""
@@ -203,7 +296,18 @@ class Admitter:
         hold = ticket.hold
         if hold is not None and rec.cost > hold.amount and self._on_overspend is not None:
             self._on_overspend(rec.cost - hold.amount)  # charged in full, never clamped: counted
-        self._ledger.submit(Settlement(record=rec, hold_id=hold.id if hold is not None else ""))
+        self._ledger.submit(Settlement(record=rec, hold_id=hold.id if hold is not None else "",
+                                       budget_window=ticket.budget_window))
+        tokens = ticket.tokens
+        if tokens is not None:
+            delta = rec.prompt_tokens + rec.completion_tokens - tokens.reserved
+            if delta:
+                self._spawn(self._limiter.settle_tokens(ticket.principal.key_id, tokens.window, delta))
+        if ticket.principal.alerting and self.on_alerting is not None:
+            try:
+                self.on_alerting(ticket.principal)
+            except Exception:  # alerts never cost a settlement
+                log.exception("alert hook failed")
 
     def _release_slot(self, slot: Lease) -> None:
         self._spawn(slot.release())

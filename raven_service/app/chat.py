@@ -152,7 +152,8 @@ class ChatUseCase:
                                 estimated=True, streamed=req.stream, error=error,
                                 finish_reason="error" if status == "failed" else "")
 
-        async with self._admitter.admitted(principal, worst, record_id=adm_id, fallback=fallback) as ticket:
+        async with self._admitter.admitted(principal, worst, record_id=adm_id, fallback=fallback,
+                                           models=[m.id for m in chain], tokens=prompt_tokens) as ticket:
             yield ChatAdmission(id=adm_id, ticket=ticket, model=model, targets=targets, dropped=dropped,
                                 prompt_tokens=prompt_tokens, stream=req.stream)
 

@@ -7,6 +7,7 @@ RavenError
  ├── NotFound                        unknown model, task, file, generation
  ├── RateLimited(retry_after)        RPM or concurrency limit
  ├── InsufficientCredits             credits exhausted (HTTP 402)
+ │    └── BudgetExhausted(resets_in)  the key's day/week/month budget is spent (HTTP 402)
  ├── PayloadTooLarge                 request too big
  ├── UpstreamError(provider, status, kind, retryable, retry_after)
  │    └── UpstreamTimeout            connect / first byte / idle timeout
@@ -66,6 +67,16 @@ class RateLimited(RavenError):
 
 class InsufficientCredits(RavenError):
     code = "insufficient_credits"
+
+
+class BudgetExhausted(InsufficientCredits):
+    """The key's budget window is spent; `resets_in` seconds until the next window starts."""
+
+    code = "budget_exhausted"
+
+    def __init__(self, message: str, *, resets_in: float) -> None:
+        super().__init__(message)
+        self.resets_in = resets_in
 
 
 class PayloadTooLarge(RavenError):

@@ -262,6 +262,15 @@ class Store(KeyStore, CreditStore, UsageStore, FileStore, VideoTaskStore, Respon
     async def close(self) -> None: ...
 
 
+# ------------------------------------------------------------------------------------ alerts
+class AlertSender(Protocol):
+    """Delivers alert webhooks off the request path."""
+
+    def send(self, url: str, secret: str, body: bytes) -> None:
+        """Queues one signed POST of `body` to `url`; never blocks, never raises."""
+        ...
+
+
 # ------------------------------------------------------------------------------------ limits
 class RpmDecision(Protocol):
     """The outcome of an RPM check. Read-only members, so frozen dataclasses (and any object with

@@ -323,9 +323,46 @@ class ApiKey(msgspec.Struct, kw_only=True):
     credits: Decimal | None = None  # None = unlimited
     credits_used: Decimal = Decimal(0)
     credits_reserved: Decimal = Decimal(0)
-    admin: bool = False
+    admin: bool = False  # kept equal to "admin" in scopes
     revoked: bool = False
     created_at: float = 0.0
+    # ---- governance (SPEC §11)
+    models: tuple[str, ...] = ()  # allow-list of slug patterns ("*" wildcard); empty = all
+    expires_at: float | None = None  # unix s; None = never
+    tpm: int = 0  # tokens per minute; 0 = unlimited
+    budget: Decimal | None = None  # per budget_period window, on top of credits; None = none
+    budget_period: str = ""  # "day" | "week" | "month" (calendar windows in UTC) when budget is set
+    scopes: tuple[str, ...] = ("inference",)  # "inference" and/or "admin"
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)  # string tags
+    alert_webhook: str = ""
+    alert_thresholds: tuple[int, ...] = (80, 95, 100)  # percent of credits or budget
+    webhook_secret: str = ""  # signs alert webhooks (HMAC-SHA256); shown once at creation
+    # rotation: the secret before the last rotation keeps working until previous_expires_at
+    previous_secret_hash: str = ""
+    previous_expires_at: float = 0.0
+
+
+SCOPES = ("inference", "admin")
+BUDGET_PERIODS = ("day", "week", "month")
+
+
+class KeyPatch(Frozen, frozen=True):
+    """Changes to a stored key's governance fields; UNSET fields are left as they are (None clears
+    the nullable ones: no expiry, no budget)."""
+
+    models: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
+    expires_at: float | msgspec.UnsetType | None = msgspec.UNSET
+    tpm: int | msgspec.UnsetType = msgspec.UNSET
+    budget: Decimal | msgspec.UnsetType | None = msgspec.UNSET
+    budget_period: str | msgspec.UnsetType = msgspec.UNSET
+    scopes: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
+    metadata: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
+    alert_webhook: str | msgspec.UnsetType = msgspec.UNSET
+    alert_thresholds: tuple[int, ...] | msgspec.UnsetType = msgspec.UNSET
+
+    def changes(self) -> dict[str, object]:
+        """The fields that are set, by name."""
+        return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not msgspec.UNSET}
 
 
 class Principal(Frozen, frozen=True):
@@ -339,6 +376,13 @@ class Principal(Frozen, frozen=True):
     has_credit_limit: bool = False
     # string tags of the key (SPEC §11 `metadata`), sorted by name; snapshotted into usage records
     metadata: tuple[tuple[str, str], ...] = ()
+    inference: bool = True  # scope "inference": may call models
+    models: tuple[str, ...] = ()  # allow-list of slug patterns; empty = all
+    tpm: int = 0
+    budget: Decimal | None = None
+    budget_period: str = ""
+    expires_at: float | None = None  # the earliest of the key's expiry and (old secret) its grace end
+    alerting: bool = False  # the key has an alert webhook: settlements are checked for crossings
 
 
 class UsageRecord(msgspec.Struct, kw_only=True):
@@ -382,6 +426,8 @@ class CreditHold(Frozen, frozen=True):
     amount: Decimal
     owner: str = ""
     expires_at: float = 0.0
+    #: Start (unix s) of the key's budget window this hold also reserved in; None = no budget.
+    budget_window: float | None = None
 
 
 class Settlement(Frozen, frozen=True):
@@ -392,6 +438,9 @@ class Settlement(Frozen, frozen=True):
 
     record: UsageRecord
     hold_id: str = ""
+    #: The budget window (start, unix s) the request was admitted in: its cost counts there even if
+    #: the hold lapsed before the settlement was written. None = the key has no budget.
+    budget_window: float | None = None
 
 
 #: The dimensions a store can group usage by ("key" is the key id, "tags" the whole tag set).

@@ -18,9 +18,11 @@ import uuid
 from collections import OrderedDict
 from decimal import Decimal
 
+import msgspec
+
 from raven_service.core.errors import RateLimited, Unauthenticated
 from raven_service.core.ports import KeyStore
-from raven_service.core.types import ApiKey, Principal
+from raven_service.core.types import ApiKey, KeyPatch, Principal
 
 SECRET_PREFIX = "rk-"
 _CACHE_TTL = 1.0  # seconds an authenticated key is trusted without a store lookup
@@ -100,15 +102,37 @@ def bearer_secret(authorization: str | None) -> str:
     return secret.strip()
 
 
-def principal_of(key: ApiKey) -> Principal:
+#: What a 401 says for a key past its `expires_at` (or an old secret past its rotation grace).
+EXPIRED_KEY_MESSAGE = "This API key has expired."
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def principal_of(key: ApiKey, *, old_secret: bool = False) -> Principal:
+    """The principal of a stored key. `old_secret`: authenticated by the secret it had before its
+    last rotation, which expires at the end of the grace window."""
+    expires = key.expires_at
+    if old_secret:
+        expires = key.previous_expires_at if expires is None else min(expires, key.previous_expires_at)
     return Principal(
         key_id=key.id,
         name=key.name,
-        admin=key.admin,
+        admin="admin" in key.scopes or key.admin,
         rpm=key.rpm,
         concurrency=key.concurrency,
         has_credit_limit=key.credits is not None,
+        metadata=tuple(sorted(key.metadata.items())),
+        inference="inference" in key.scopes,
+        models=key.models,
+        tpm=key.tpm,
+        budget=key.budget if key.budget_period else None,
+        budget_period=key.budget_period if key.budget is not None else "",
+        expires_at=expires,
+        alerting=bool(key.alert_webhook),
     )
+
+
+def _expired() -> Unauthenticated:
+    return Unauthenticated(EXPIRED_KEY_MESSAGE, code="key_expired")
 
 
 class Authenticator:
@@ -118,9 +142,10 @@ class Authenticator:
     `client` (the caller's address, see api/context.py) scopes the failed-authentication limit."""
 
     def __init__(self, store: KeyStore, *, clock=time.monotonic, failure_limit: int = DEFAULT_FAILURE_LIMIT,
-                 negative_ttl: float = NEGATIVE_TTL) -> None:
+                 negative_ttl: float = NEGATIVE_TTL, wall=time.time) -> None:
         self._store = store
         self._clock = clock
+        self._wall = wall  # expiry and rotation grace are wall-clock times
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._negative: OrderedDict[str, float] = OrderedDict()  # digest -> expiry
         self._negative_ttl = negative_ttl
@@ -141,6 +166,8 @@ class Authenticator:
         now = self._clock()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
+            if hit[1].expires_at is not None and self._wall() >= hit[1].expires_at:
+                raise _expired()
             return hit[1]
         if (wait := self.failures.blocked(client)) is not None:
             raise _too_many(wait)
@@ -150,14 +177,18 @@ class Authenticator:
                 raise self._fail(client, Unauthenticated(INVALID_KEY_MESSAGE))
             del self._negative[digest]
         key = await self._store.get_key_by_hash(digest)
-        if key is None or not hmac.compare_digest(key.secret_hash, digest) or key.revoked:
+        current = key is not None and hmac.compare_digest(key.secret_hash, digest)
+        old = key is not None and not current and hmac.compare_digest(key.previous_secret_hash, digest)
+        if key is None or not (current or old) or key.revoked:
             self._cache.pop(digest, None)
             self._remember_bad(digest, now)
             raise self._fail(client, Unauthenticated(INVALID_KEY_MESSAGE))
-        principal = principal_of(key)
+        principal = principal_of(key, old_secret=old)
         if len(self._cache) > 10000:
             self._cache.clear()
         self._cache[digest] = (now + _CACHE_TTL, principal)
+        if principal.expires_at is not None and self._wall() >= principal.expires_at:
+            raise _expired()  # not a failed authentication: the key is known, only past its time
         return principal
 
     def _remember_bad(self, digest: str, now: float) -> None:
@@ -186,10 +217,16 @@ async def create_key(
     credits: Decimal | None = None,
     admin: bool = False,
     secret: str | None = None,
+    scopes: tuple[str, ...] | None = None,
+    patch: KeyPatch | None = None,
 ) -> tuple[ApiKey, str]:
     """Creates and stores a key; returns it with its secret (to be shown once). `secret` is
-    minted unless given (the bootstrap admin secret, see `ensure_admin_key`)."""
+    minted unless given (the bootstrap admin secret, see `ensure_admin_key`). `scopes` defaults to
+    inference (plus admin with `admin`); `patch` sets the other governance fields. A webhook
+    signing secret is minted for every key (`key.webhook_secret`, shown once with the secret)."""
     secret = secret or new_secret()
+    if scopes is None:
+        scopes = ("admin", "inference") if admin else ("inference",)
     key = ApiKey(
         id="key_" + uuid.uuid4().hex[:20],
         name=name,
@@ -198,11 +235,21 @@ async def create_key(
         rpm=rpm,
         concurrency=concurrency,
         credits=credits,
-        admin=admin,
+        admin="admin" in scopes,
+        scopes=scopes,
+        webhook_secret=new_webhook_secret(),
         created_at=time.time(),
     )
+    if patch is not None:
+        key = msgspec.structs.replace(key, **patch.changes())
+        key.admin = "admin" in key.scopes
     await store.insert_key(key)
     return key, secret
+
+
+def new_webhook_secret() -> str:
+    """`whsec_` followed by 43 URL-safe characters."""
+    return WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
 #: What RAVEN_ADMIN_KEY must look like: `rk-` and at least 32 URL-safe characters.

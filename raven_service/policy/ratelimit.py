@@ -18,6 +18,19 @@ class RateInfo:
     reset_after: float
 
 
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """The outcome of a TPM reservation; what the x-ratelimit-*-tokens headers report. `window`
+    identifies the window the tokens were reserved in (settling touches only that window)."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float
+    window: float = 0.0
+    reserved: int = 0
+
+
 class _Slot:
     __slots__ = ("_counts", "_key", "_released")
 
@@ -45,6 +58,7 @@ class InProcessLimiter:
     def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock
         self._windows: dict[str, tuple[float, int]] = {}
+        self._tokens: dict[str, tuple[float, int]] = {}
         self._slots: dict[str, int] = {}
 
     def _window(self, key_id: str) -> tuple[float, int]:
@@ -70,6 +84,36 @@ class InProcessLimiter:
         reset = max(0.0, WINDOW - (self._clock() - start))
         return RateInfo(True, rpm, max(0, rpm - count) if rpm > 0 else 0, reset)
 
+    def _token_window(self, key_id: str) -> tuple[float, int]:
+        now = self._clock()
+        start, used = self._tokens.get(key_id, (now, 0))
+        if now - start >= WINDOW:
+            start, used = now, 0
+        return start, used
+
+    async def hit_tokens(self, key_id: str, tpm: int, tokens: int) -> TokenInfo:
+        """Reserves `tokens` in the key's fixed 60 s token window iff they fit under `tpm`."""
+        start, used = self._token_window(key_id)
+        reset = max(0.0, WINDOW - (self._clock() - start))
+        if tpm <= 0:
+            return TokenInfo(True, 0, 0, reset)
+        if used + tokens > tpm:
+            self._tokens[key_id] = (start, used)
+            return TokenInfo(False, tpm, max(0, tpm - used), reset, start)
+        self._tokens[key_id] = (start, used + tokens)
+        return TokenInfo(True, tpm, tpm - used - tokens, reset, start, tokens)
+
+    async def settle_tokens(self, key_id: str, window: float, delta: int) -> None:
+        """Corrects a reservation by `delta` (actual - reserved) if its window is still running."""
+        start, used = self._token_window(key_id)
+        if start == window and delta:
+            self._tokens[key_id] = (start, max(0, used + delta))
+
+    async def peek_tokens(self, key_id: str, tpm: int) -> TokenInfo:
+        start, used = self._token_window(key_id)
+        reset = max(0.0, WINDOW - (self._clock() - start))
+        return TokenInfo(True, tpm, max(0, tpm - used) if tpm > 0 else 0, reset, start)
+
     async def acquire_slot(self, key_id: str, limit: int) -> _Slot | None:
         held = self._slots.get(key_id, 0)
         if limit > 0 and held >= limit:
@@ -79,3 +123,4 @@ class InProcessLimiter:
 
     async def close(self) -> None:
         self._windows.clear()
+        self._tokens.clear()

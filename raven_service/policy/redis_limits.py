@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 
 from raven_service.core.errors import StoreUnavailable
 from raven_service.core.ports import Lease
-from raven_service.policy.ratelimit import WINDOW, RateInfo
+from raven_service.policy.ratelimit import WINDOW, RateInfo, TokenInfo
 
 log = logging.getLogger("raven.limits")
 
@@ -78,6 +78,39 @@ if start == nil or count == nil or now - start >= window or start > now then
   return {0, window}
 end
 return {count, start + window - now}
+"""
+
+# TPM: the same fixed window as RPM, counting tokens. Reserves ARGV[3] tokens iff they fit under
+# ARGV[1]; returns {allowed, used, reset µs, window start µs (a string: exact)}.
+_HIT_TOKENS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tpm, window, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 's', 'n')
+local start, used = tonumber(state[1]), tonumber(state[2])
+if start == nil or used == nil or now - start >= window or start > now then
+  start = now
+  used = 0
+end
+local reset = start + window - now
+if used + tokens > tpm then
+  return {0, used, reset, string.format('%.0f', start)}
+end
+used = used + tokens
+redis.call('HSET', KEYS[1], 's', string.format('%.0f', start), 'n', used)
+redis.call('PEXPIRE', KEYS[1], math.ceil(reset / 1000))
+return {1, used, reset, string.format('%.0f', start)}
+"""
+
+# Corrects a reservation by ARGV[2] tokens iff the window that took it (start ARGV[1]) still runs.
+_SETTLE_TOKENS = """
+local state = redis.call('HMGET', KEYS[1], 's', 'n')
+if state[1] ~= ARGV[1] or state[2] == false then
+  return 0
+end
+local used = math.max(0, tonumber(state[2]) + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'n', used)
+return 1
 """
 
 # Takes a slot for lease ARGV[3], or renews it. A lease that is still in the set (even one that
@@ -243,6 +276,8 @@ class RedisLimiter:
                 "hit": client.register_script(_HIT_RPM),
                 "peek": client.register_script(_PEEK_RPM),
                 "acquire": client.register_script(_ACQUIRE),
+                "hit_tokens": client.register_script(_HIT_TOKENS),
+                "settle_tokens": client.register_script(_SETTLE_TOKENS),
             }
             self._client = client
         return self._client
@@ -262,6 +297,32 @@ class RedisLimiter:
 
     def _slot_key(self, key_id: str) -> str:
         return f"{self._prefix}conc:{key_id}"
+
+    def _tpm_key(self, key_id: str) -> str:
+        return f"{self._prefix}tpm:{key_id}"
+
+    # ------------------------------------------------------------------------ TPM
+    async def hit_tokens(self, key_id: str, tpm: int, tokens: int) -> TokenInfo:
+        """Reserves `tokens` in the key's window shared by all instances iff they fit under `tpm`."""
+        if tpm <= 0:
+            return TokenInfo(True, 0, 0, self._window)
+        allowed, used, reset_us, start = await self._run("hit_tokens", self._tpm_key(key_id), tpm,
+                                                         self._window_us, max(0, tokens))
+        reset = self._reset_seconds(reset_us)
+        window = float(int(start))
+        if not allowed:
+            return TokenInfo(False, tpm, max(0, tpm - int(used)), reset, window)
+        return TokenInfo(True, tpm, max(0, tpm - int(used)), reset, window, max(0, tokens))
+
+    async def settle_tokens(self, key_id: str, window: float, delta: int) -> None:
+        if delta:
+            await self._run("settle_tokens", self._tpm_key(key_id), f"{window:.0f}", delta)
+
+    async def peek_tokens(self, key_id: str, tpm: int) -> TokenInfo:
+        if tpm <= 0:
+            return TokenInfo(True, 0, 0, self._window)
+        count, reset_us = await self._run("peek", self._tpm_key(key_id), self._window_us)
+        return TokenInfo(True, tpm, max(0, tpm - int(count)), self._reset_seconds(reset_us))
 
     # ------------------------------------------------------------------------ RPM
     async def hit_rpm(self, key_id: str, rpm: int) -> RateInfo:
