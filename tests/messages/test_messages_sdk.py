@@ -150,8 +150,8 @@ async def test_claude_code_shaped_request_is_tolerated(rest):
                 {"type": "tool_use", "id": "toolu_01A", "name": "get_weather",
                  "input": {"city": "Oslo", "unit": "celsius"}}]},
             {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": [{"type": "text", "text": "Snow"}]},
-                {"type": "text", "text": "Thanks", "cache_control": {"type": "ephemeral"}}]},
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": [{"type": "text", "text": "Snow"}],
+                 "cache_control": {"type": "ephemeral"}}]},
         ],
     }
     headers = {"x-api-key": rest.svc.user, "anthropic-version": "2023-06-01",
