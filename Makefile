@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: serve test generate check-generated lint bench clean
+.PHONY: serve test generate check-generated lint bench clean codex
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ test: lint
 
 bench: $(STAMP)
 	bash bench/run.sh $(ARGS)
+
+# Codex CLI for the e2e tier (tests/e2e/test_codex.py runs `make codex`): the npm package ships the
+# native binary; installed into a project-local folder, pinned.
+CODEX_VERSION ?= 0.171.0
+CODEX := .tools/codex/node_modules/.bin/codex
+
+codex: $(CODEX)
+
+$(CODEX):
+	npm install --silent --no-audit --no-fund --prefix .tools/codex @openai/codex@$(CODEX_VERSION)
 
 clean:
 	rm -rf $(VENV) .raven .pytest_cache
