@@ -26,7 +26,7 @@ from gateway.metrics import GatewayMetrics, metrics_endpoint
 from gateway.models import ModelsController
 from gateway.responses import ResponsesController
 from gateway.openapi import BEARER, openapi_config, openapi_json
-from gateway.usage import GenerationController
+from gateway.usage import GenerationController, GenerationsController, UsageController
 from gateway.videos import VideosController
 
 __all__ = ["create_app"]
@@ -86,6 +86,8 @@ def create_app(
             VideosController,
             FilesController,
             GenerationController,
+            GenerationsController,
+            UsageController,
         ],
         security=BEARER,
         before_request=auth_first,

@@ -1,5 +1,5 @@
-"""Usage records slice (GET /v1/generation)."""
+"""Usage slice: GET /v1/generation, /v1/generations, /v1/usage."""
 
-from gateway.usage.routes import GenerationController
+from gateway.usage.routes import GenerationController, GenerationsController, UsageController
 
-__all__ = ["GenerationController"]
+__all__ = ["GenerationController", "GenerationsController", "UsageController"]
