@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
 
 from gateway.backend import backend_of, call_metadata, unary
@@ -54,7 +54,7 @@ class KeysController(Controller):
 
     @post("", operation_id="CreateKey", summary="Create a key", dto=StrictJSON[KeyCreate], return_dto=None,
           status_code=201, responses=ERROR_RESPONSES)
-    async def create_key(self, request: Request[Any, Any, Any], data: KeyCreate) -> Response[CreatedKey]:
+    async def create_key(self, request: Request[Any, Any, Any], data: JSONBody[KeyCreate]) -> Response[CreatedKey]:
         """Create a key: its secret and webhook signing secret are shown only in this answer."""
         reply: key_service_pb2.CreateKeyResponse
         reply, headers = await unary(backend_of(request).keys.CreateKey, create_request(data), call_metadata(request))
@@ -87,7 +87,7 @@ class KeysController(Controller):
     @patch("/{key_id:str}", operation_id="UpdateKey", summary="Update a key", dto=StrictJSON[KeyUpdate],
            return_dto=None, responses=ERROR_RESPONSES)
     async def update_key(self, request: Request[Any, Any, Any], key_id: FromPath[str],
-                         data: KeyUpdate) -> Response[KeyData]:
+                         data: JSONBody[KeyUpdate]) -> Response[KeyData]:
         """Change any field; absent fields stay, null clears (credits, budget, expires_at, alert_webhook)."""
         reply: key_service_pb2.UpdateKeyResponse
         reply, headers = await unary(backend_of(request).keys.UpdateKey, update_request(key_id, data),

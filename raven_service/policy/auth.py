@@ -145,7 +145,7 @@ class Authenticator:
                  negative_ttl: float = NEGATIVE_TTL, wall=time.time) -> None:
         self._store = store
         self._clock = clock
-        self._wall = wall  # expiry and rotation grace are wall-clock times
+        self.wall = wall  # expiry and rotation grace are wall-clock times (tests move it)
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._negative: OrderedDict[str, float] = OrderedDict()  # digest -> expiry
         self._negative_ttl = negative_ttl
@@ -166,7 +166,7 @@ class Authenticator:
         now = self._clock()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
-            if hit[1].expires_at is not None and self._wall() >= hit[1].expires_at:
+            if hit[1].expires_at is not None and self.wall() >= hit[1].expires_at:
                 raise _expired()
             return hit[1]
         if (wait := self.failures.blocked(client)) is not None:
@@ -187,7 +187,7 @@ class Authenticator:
         if len(self._cache) > 10000:
             self._cache.clear()
         self._cache[digest] = (now + _CACHE_TTL, principal)
-        if principal.expires_at is not None and self._wall() >= principal.expires_at:
+        if principal.expires_at is not None and self.wall() >= principal.expires_at:
             raise _expired()  # not a failed authentication: the key is known, only past its time
         return principal
 
