@@ -28,17 +28,31 @@ Request translation (OpenAI semantics -> Messages API), `messages_body`:
   parameters); ``tool_choice`` auto -> ``{type: auto}``, required -> ``{type: any}``, function ->
   ``{type: tool, name}``, none -> ``{type: none}``. ``parallel_tool_calls: false`` (an extra key)
   becomes ``disable_parallel_tool_use``.
-- ``response_format`` (json_object / json_schema) has no native equivalent in this API version:
-  it becomes an instruction appended to ``system`` asking for a bare JSON value (matching the
-  schema, which is quoted). The reply is not validated here.
+- ``response_format`` json_schema goes native: ``output_config.format`` ``{type: json_schema,
+  schema}`` (objects closed with ``additionalProperties: false``, as Anthropic requires; merged
+  into a passed-through ``output_config``) when the configured ``anthropic_version`` (default
+  2023-06-01) is at least `NATIVE_STRUCTURED_OUTPUTS_SINCE`. Older versions, and json_object (no
+  native equivalent), get an instruction appended to ``system`` asking for a bare JSON value
+  (matching the schema, which is quoted). The reply is not validated here.
+- ``reasoning`` (effort / budget_tokens) -> ``thinking: {type: enabled, budget_tokens}`` (effort
+  minimal 1024, low 2048, medium 8192, high 16384, xhigh 32000; kept below ``max_tokens``, which
+  Anthropic requires; dropped when that leaves less than 1024; ``temperature`` is then not sent);
+  effort none -> ``{type: disabled}``. A ``thinking`` of the client's own (extra) wins.
+- An assistant turn's signed reasoning goes back first, as ``thinking`` (text + signature) and
+  ``redacted_thinking`` (data) blocks; unsigned reasoning (another provider's) is not sent.
 - Not sent (no Anthropic equivalent): ``seed``, ``frequency_penalty``, ``presence_penalty``,
   ``strict``, image ``detail``. Of the unknown top-level keys (``extra``) only Anthropic's own
   request fields in `PASSTHROUGH_EXTRA` are passed (``top_k``, ``thinking``, ...); anything else
   is an OpenAI-only knob that Anthropic would reject with a 400.
 
 Response translation: ``text`` blocks -> content (concatenated), ``tool_use`` blocks ->
-tool calls (ids passed through unchanged, ``input`` as JSON text). Other blocks (``thinking``,
-server tools) are not surfaced. ``stop_reason`` -> finish reason per SPEC §8, native kept.
+tool calls (ids passed through unchanged, ``input`` as JSON text), ``thinking`` -> reasoning
+(text + signature; streamed as ``thinking_delta`` / ``signature_delta`` -> ReasoningDelta),
+``redacted_thinking`` -> reasoning with ``encrypted`` = its data. Server-tool blocks
+(``server_tool_use`` with its ``input_json_delta``, ``web_search_tool_result``, ...), citations
+and block or delta types added later are skipped: they never end a stream. ``stop_reason`` ->
+finish reason per SPEC §8, native kept. ``cache_read_input_tokens`` -> cached_tokens,
+``cache_creation_input_tokens`` -> cache_creation_tokens (both also counted in prompt_tokens).
 
 Stream contract (core.ports.ChatProvider): TextDelta / ToolCallDelta events, then exactly one
 Finish, then exactly one UsageReport. Tool-call ``index`` is the ordinal of the ``tool_use``
@@ -70,6 +84,8 @@ from raven_service.core.types import (
     Finish,
     Message,
     ProviderChatRequest,
+    ReasoningDelta,
+    ReasoningPart,
     ResponseFormat,
     TextDelta,
     ToolCall,
@@ -94,6 +110,9 @@ __all__ = [
 ]
 
 ANTHROPIC_VERSION = "2023-06-01"
+#: The first ``anthropic-version`` whose Messages API takes ``output_config.format`` (native
+#: structured outputs); a provider configured with an older ``anthropic_version`` gets emulation.
+NATIVE_STRUCTURED_OUTPUTS_SINCE = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 USER_AGENT = "raven-router/0.1"
 MESSAGES_PATH = "/v1/messages"
@@ -153,6 +172,9 @@ class _Block(msgspec.Struct):
     id: str | None = None  # tool_use
     name: str | None = None  # tool_use
     input: Any = None  # tool_use
+    thinking: str | None = None  # thinking
+    signature: str | None = None  # thinking
+    data: str | None = None  # redacted_thinking
 
 
 class _Message(msgspec.Struct):
@@ -164,9 +186,11 @@ class _Message(msgspec.Struct):
 
 
 class _Delta(msgspec.Struct):
-    type: str = ""  # text_delta | input_json_delta | thinking_delta | ... (content_block_delta)
+    type: str = ""  # text_delta | input_json_delta | thinking_delta | signature_delta | ... (content_block_delta)
     text: str | None = None
     partial_json: str | None = None
+    thinking: str | None = None  # thinking_delta
+    signature: str | None = None  # signature_delta
     stop_reason: str | None = None  # message_delta
 
 
@@ -258,7 +282,7 @@ def _turns(messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[dict
         elif m.role == "tool":
             role, blocks = "user", [_tool_result(m)]
         elif m.role == "assistant":
-            role, blocks = "assistant", _content_blocks(m)
+            role, blocks = "assistant", _reasoning_blocks(m) + _content_blocks(m)
             blocks.extend(
                 {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
                 for c in m.tool_calls
@@ -279,6 +303,68 @@ def _turns(messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[dict
                 b for b in blocks if b["type"] != "tool_result"
             ]
     return system, turns
+
+
+def _reasoning_blocks(m: Message) -> list[dict[str, Any]]:
+    """An assistant turn's reasoning as the blocks Anthropic wants back before its text and tool_use:
+    signed ``thinking`` and ``redacted_thinking``. Unsigned reasoning (another provider's) is not
+    sent: Anthropic rejects thinking blocks without a valid signature."""
+    blocks: list[dict[str, Any]] = []
+    for part in m.reasoning:
+        if part.encrypted:
+            blocks.append({"type": "redacted_thinking", "data": part.encrypted})
+        elif part.signature:
+            blocks.append({"type": "thinking", "thinking": part.text, "signature": part.signature})
+    return blocks
+
+
+#: Thinking budgets (tokens) for an OpenAI-style reasoning effort.
+_EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32000}
+_MIN_BUDGET = 1024  # Anthropic's smallest thinking budget
+
+
+def _thinking(r: ChatRequest, body: dict[str, Any]) -> None:
+    """`r.reasoning` -> ``thinking`` (unless the request passed Anthropic's own ``thinking``): a budget
+    from ``budget_tokens`` or the effort, kept below ``max_tokens`` as Anthropic requires; effort
+    "none" or a budget of 0 -> disabled. Extended thinking allows no temperature: it is dropped."""
+    rc = r.reasoning
+    if rc is None or "thinking" in body:
+        return
+    budget = rc.budget_tokens if rc.budget_tokens is not None else _EFFORT_BUDGET.get(rc.effort or "", 0)
+    if rc.effort == "none" or budget == 0:
+        body["thinking"] = {"type": "disabled"}
+        return
+    budget = min(max(budget, _MIN_BUDGET), body["max_tokens"] - 1)
+    if budget < _MIN_BUDGET:
+        return  # max_tokens leaves no room for thinking
+    body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    body.pop("temperature", None)
+
+
+def _closed_objects(schema: Any) -> Any:
+    """A JSON Schema with ``additionalProperties: false`` on every object that leaves it open, as
+    Anthropic's structured outputs require (what OpenAI's strict mode requires too)."""
+    if isinstance(schema, list):
+        return [_closed_objects(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _closed_objects(v) if k not in ("enum", "const", "default", "examples") else v
+           for k, v in schema.items()}
+    if out.get("type") == "object" and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def _native_format(rf: ResponseFormat, body: dict[str, Any]) -> bool:
+    """``output_config.format`` for a json_schema response format (merged into a passed-through
+    ``output_config``); False for formats with no native equivalent (json_object, text)."""
+    if rf.type != "json_schema":
+        return False
+    config = body.get("output_config")
+    config = dict(config) if isinstance(config, dict) else {}
+    config["format"] = {"type": "json_schema", "schema": _closed_objects(rf.schema or {"type": "object"})}
+    body["output_config"] = config
+    return True
 
 
 def _format_instruction(rf: ResponseFormat) -> str:
@@ -322,12 +408,16 @@ def _tools(r: ChatRequest, body: dict[str, Any], parallel: Any) -> None:
 
 
 def messages_body(
-    upstream_model: str, r: ChatRequest, *, stream: bool, default_max_tokens: int = DEFAULT_MAX_TOKENS
+    upstream_model: str, r: ChatRequest, *, stream: bool, default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    native_structured_outputs: bool = True,
 ) -> dict[str, Any]:
     """The Messages API request body for `r`; see the module docstring for the mapping."""
     body: dict[str, Any] = {k: v for k, v in r.extra.items() if k in PASSTHROUGH_EXTRA} if r.extra else {}
     system, turns = _turns(r.messages)
-    if r.response_format is not None and (instruction := _format_instruction(r.response_format)):
+    rf = r.response_format
+    if rf is not None and not (native_structured_outputs and _native_format(rf, body)) and (
+        instruction := _format_instruction(rf)
+    ):
         system.append({"type": "text", "text": instruction})
     body["model"] = upstream_model
     body["max_tokens"] = r.max_tokens if r.max_tokens is not None else default_max_tokens
@@ -346,6 +436,7 @@ def messages_body(
     if r.user is not None:
         metadata = body.get("metadata")
         body["metadata"] = {**(metadata if isinstance(metadata, dict) else {}), "user_id": r.user}
+    _thinking(r, body)
     if stream:
         body["stream"] = True
     return body
@@ -406,12 +497,14 @@ class _Call:
 class _StreamState(StreamStateBase):
     """Per-stream translation state: Anthropic events in, core events out (into `out`)."""
 
-    __slots__ = ("cache_creation", "cache_read", "calls", "input_tokens", "output_tokens", "stop_reason", "text")
+    __slots__ = ("cache_creation", "cache_read", "calls", "input_tokens", "output_tokens", "stop_reason", "text",
+                 "thinking")
 
     def __init__(self, provider: str, secrets: Sequence[str]) -> None:
         super().__init__(provider, secrets)
         self.text: list[str] = []
         self.calls: dict[int, _Call] = {}  # Anthropic block index -> call
+        self.thinking: dict[int, int] = {}  # Anthropic block index -> reasoning block ordinal
         self.input_tokens: int | None = None
         self.cache_creation = 0
         self.cache_read = 0
@@ -496,6 +589,14 @@ class _StreamState(StreamStateBase):
                 call.args.append(args)
             self._emit(ToolCallDelta(index=call.ordinal, id=block.id or mint_call_id(), name=block.name or "",
                                      arguments=args))
+        elif block.type in ("thinking", "redacted_thinking"):
+            ordinal = self.thinking[_block_key(ev)] = len(self.thinking)
+            text, signature, data = block.thinking or "", block.signature or "", block.data or ""
+            if text or signature or data:
+                self.text.append(text)
+                self._emit(ReasoningDelta(index=ordinal, text=text, signature=signature, encrypted=data))
+        # server_tool_use, web_search_tool_result, mcp_tool_use, ... (Anthropic runs those tools
+        # itself): not client tool calls; skipped, with their deltas, and the stream goes on
 
     def _delta(self, ev: _Event) -> None:
         delta = ev.delta
@@ -507,12 +608,20 @@ class _StreamState(StreamStateBase):
                 self._emit(TextDelta(text=delta.text))
         elif delta.type == "input_json_delta":
             call = self.calls.get(_block_key(ev))
-            if call is None:
-                raise self.malformed(f"input_json_delta for block {ev.index}, which is not a tool_use block")
-            if delta.partial_json:
+            # a server_tool_use / mcp_tool_use block streams its input too: not a client call, skipped
+            if call is not None and delta.partial_json:
                 call.args.append(delta.partial_json)
                 self._emit(ToolCallDelta(index=call.ordinal, arguments=delta.partial_json))
-        # thinking_delta, signature_delta, citations_delta: not surfaced
+        elif delta.type in ("thinking_delta", "signature_delta"):
+            ordinal = self.thinking.get(_block_key(ev))
+            if ordinal is None:  # a thinking delta without its block start: a block of its own
+                ordinal = self.thinking[_block_key(ev)] = len(self.thinking)
+            if delta.thinking:
+                self.text.append(delta.thinking)
+                self._emit(ReasoningDelta(index=ordinal, text=delta.thinking))
+            if delta.signature:
+                self._emit(ReasoningDelta(index=ordinal, signature=delta.signature))
+        # citations_delta and delta types added after this was written: not surfaced
 
     def ending(self, request: ChatRequest) -> tuple[Finish, UsageReport]:
         """The closing Finish and UsageReport."""
@@ -522,14 +631,16 @@ class _StreamState(StreamStateBase):
         completion = self.output_tokens
         if prompt is not None and completion is not None:
             return finish, UsageReport(
-                prompt_tokens=prompt + self.cache_creation + self.cache_read, completion_tokens=completion
+                prompt_tokens=prompt + self.cache_creation + self.cache_read, completion_tokens=completion,
+                cached_tokens=self.cache_read, cache_creation_tokens=self.cache_creation,
             )
         prompt = _estimate_prompt(request) if prompt is None else prompt + self.cache_creation + self.cache_read
         if completion is None:
             completion = count_tokens("".join(self.text)) + sum(
                 count_tokens("".join(c.args)) for c in self.calls.values()
             )
-        return finish, UsageReport(prompt_tokens=prompt, completion_tokens=completion, estimated=True)
+        return finish, UsageReport(prompt_tokens=prompt, completion_tokens=completion, estimated=True,
+                                   cached_tokens=self.cache_read, cache_creation_tokens=self.cache_creation)
 
 
 # ------------------------------------------------------------------------------------- the adapter
@@ -552,6 +663,9 @@ class AnthropicProvider:
         self.cfg = cfg
         self.base_url = cfg.base_url.rstrip("/")
         self.default_max_tokens = default_max_tokens
+        #: ``[providers.NAME] anthropic_version`` (the header sent), default `ANTHROPIC_VERSION`.
+        self.anthropic_version: str = getattr(cfg, "anthropic_version", "") or ANTHROPIC_VERSION
+        self.native_structured_outputs = self.anthropic_version >= NATIVE_STRUCTURED_OUTPUTS_SINCE
         self._url = self.base_url + MESSAGES_PATH
         self._http = http or upstream_client(name, cfg)
         self._static_secrets = tuple(v for k, v in cfg.headers.items() if k.lower() in _AUTH_HEADERS)
@@ -567,7 +681,7 @@ class AnthropicProvider:
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
             "Content-Type": "application/json",
-            "anthropic-version": ANTHROPIC_VERSION,
+            "anthropic-version": self.anthropic_version,
         }
         if key:
             headers["x-api-key"] = key
@@ -611,7 +725,8 @@ class AnthropicProvider:
 
     def _body(self, req: ProviderChatRequest, *, stream: bool) -> bytes:
         body = messages_body(req.upstream_model, req.request, stream=stream,
-                             default_max_tokens=self.default_max_tokens)
+                             default_max_tokens=self.default_max_tokens,
+                             native_structured_outputs=self.native_structured_outputs)
         return _ENCODER.encode(body)
 
     # -- unary
@@ -624,12 +739,18 @@ class AnthropicProvider:
             raise _payload_error(self.name, message.error, self._http.secrets)
         texts: list[str] = []
         calls: list[ToolCall] = []
+        reasoning: list[ReasoningPart] = []
         for block in message.content or ():
             if block.type == "text":
                 texts.append(block.text or "")
             elif block.type == "tool_use":
                 call_id = block.id or mint_call_id()
                 calls.append(ToolCall(id=call_id, name=block.name or "", arguments=_json_text(block.input)))
+            elif block.type == "thinking":
+                reasoning.append(ReasoningPart(text=block.thinking or "", signature=block.signature or ""))
+            elif block.type == "redacted_thinking":
+                reasoning.append(ReasoningPart(encrypted=block.data or ""))
+            # server_tool_use, web_search_tool_result, ...: run by Anthropic, not client calls
         content = "".join(texts) if texts else None
         native = message.stop_reason or ""
         usage = message.usage
@@ -641,7 +762,9 @@ class AnthropicProvider:
         elif usage is not None:
             prompt += (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
         if completion is None:
-            completion = count_tokens(content) + sum(count_tokens(c.arguments) for c in calls)
+            completion = count_tokens(content) + sum(count_tokens(c.arguments) for c in calls) + sum(
+                count_tokens(r.text) for r in reasoning
+            )
         return ChatResult(
             content=content,
             tool_calls=tuple(calls),
@@ -650,6 +773,9 @@ class AnthropicProvider:
             prompt_tokens=prompt,
             completion_tokens=completion,
             usage_estimated=estimated,
+            reasoning=tuple(reasoning),
+            cached_tokens=(usage.cache_read_input_tokens or 0) if usage is not None else 0,
+            cache_creation_tokens=(usage.cache_creation_input_tokens or 0) if usage is not None else 0,
         )
 
     async def complete(self, req: ProviderChatRequest) -> ChatResult:

@@ -46,6 +46,7 @@ from raven_service.core.types import (
     Finish,
     Message,
     ProviderChatRequest,
+    ReasoningDelta,
     ResponseFormat,
     TextDelta,
     Tool,
@@ -349,15 +350,18 @@ async def test_only_set_parameters_are_sent_and_temperature_in_range_passes(
 
 
 @pytest.mark.parametrize(
-    ("fmt", "needle"),
+    ("fmt", "needle", "version"),
     [
-        (ResponseFormat(type="json_object"), "single valid JSON object"),
-        (ResponseFormat(type="json_schema", name="city", schema=SCHEMA), json.dumps(SCHEMA, separators=(",", ":"))),
+        (ResponseFormat(type="json_object"), "single valid JSON object", ""),
+        # json_schema is native (output_config.format) from 2023-06-01 on: see test_anthropic_fidelity
+        (ResponseFormat(type="json_schema", name="city", schema=SCHEMA), json.dumps(SCHEMA, separators=(",", ":")),
+         "2023-01-01"),
     ],
 )
 async def test_response_format_becomes_a_system_instruction(
-    fake: FakeAnthropic, provider: AnthropicProvider, fmt: ResponseFormat, needle: str
+    fake: FakeAnthropic, provider: AnthropicProvider, fmt: ResponseFormat, needle: str, version: str
 ) -> None:
+    provider.native_structured_outputs = not version
     fake.script(Scenario.json(message('{"city": "Paris"}')))
     msgs = (Message(role="system", content="You extract cities."), Message(role="user", content="Paris!"))
     await provider.complete(chat(messages=msgs, response_format=fmt))
@@ -468,7 +472,7 @@ async def test_stream_usage_from_message_start_and_cumulative_message_delta(
     ]))
     events = await collect(provider)
     assert events == [TextDelta(text="a"), TextDelta(text="b"), Finish(reason="stop", native="end_turn"),
-                      UsageReport(prompt_tokens=150, completion_tokens=9)]
+                      UsageReport(prompt_tokens=150, completion_tokens=9, cached_tokens=30, cache_creation_tokens=20)]
 
 
 async def test_message_delta_input_tokens_update_the_prompt(fake: FakeAnthropic, provider: AnthropicProvider) -> None:
@@ -498,13 +502,18 @@ async def test_unknown_events_and_blocks_are_ignored(fake: FakeAnthropic, provid
         content_block_stop(0),
         ping(),
         {"type": "some_new_event", "payload": {"x": 1}},
-        content_block_start(1, {"type": "text", "text": ""}),
-        text_delta(1, "answer"),
+        content_block_start(1, {"type": "some_new_block", "x": 1}),
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "some_new_delta", "y": 2}},
         content_block_stop(1),
+        content_block_start(2, {"type": "text", "text": ""}),
+        text_delta(2, "answer"),
+        content_block_stop(2),
         message_delta("end_turn", 4),
         message_stop(),
     ]))
-    assert await collect(provider) == [TextDelta(text="answer"), Finish(reason="stop", native="end_turn"),
+    # thinking is reasoning now (issue 12); unknown events, blocks and deltas are skipped
+    assert await collect(provider) == [ReasoningDelta(index=0, text="hmm"), ReasoningDelta(index=0, signature="EqQB"),
+                                       TextDelta(text="answer"), Finish(reason="stop", native="end_turn"),
                                        UsageReport(prompt_tokens=10, completion_tokens=4)]
 
 
@@ -669,10 +678,15 @@ async def test_malformed_event(fake: FakeAnthropic, provider: AnthropicProvider)
     assert "malformed" in str(exc) and exc.retryable is False
 
 
-async def test_input_json_delta_without_a_tool_use_block(fake: FakeAnthropic, provider: AnthropicProvider) -> None:
-    fake.script(stream([message_start(), input_json_delta(3, '{"a":1}')]))
-    _, exc = await collect_until_error(provider)
-    assert "not a tool_use block" in str(exc) and exc.retryable is False
+async def test_input_json_delta_without_a_tool_use_block_is_skipped(
+    fake: FakeAnthropic, provider: AnthropicProvider
+) -> None:
+    """A server_tool_use block (or one we do not know) streams input_json_delta too: skipped, and
+    the stream goes on (it used to end with "not a tool_use block")."""
+    fake.script(stream([message_start(), input_json_delta(3, '{"a":1}'), content_block_start(4, {"type": "text"}),
+                        text_delta(4, "still here"), message_delta("end_turn", 3), message_stop()]))
+    assert await collect(provider) == [TextDelta(text="still here"), Finish(reason="stop", native="end_turn"),
+                                       UsageReport(prompt_tokens=25, completion_tokens=3)]
 
 
 # ------------------------------------------------------------------------------------ timeouts
