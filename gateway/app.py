@@ -15,6 +15,7 @@ from gateway.backend import DEADLINE, Backend
 from gateway.chat import ChatController
 from gateway.config import GatewaySettings
 from gateway.docs_assets import docs_asset
+from gateway.embeddings import EmbeddingsController
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.files import FilesController
 from gateway.health import healthz
@@ -81,6 +82,7 @@ def create_app(
             ModelsController,
             ResponsesController,
             ImagesController,
+            EmbeddingsController,
             KeyController,
             KeysController,
             VideosController,

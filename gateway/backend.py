@@ -13,6 +13,7 @@ from gateway.config import GatewaySettings
 from gateway.errors import ApiError, forwarded_headers
 from raven.v1 import (
     chat_service_pb2_grpc,
+    embeddings_service_pb2_grpc,
     file_service_pb2_grpc,
     image_service_pb2_grpc,
     key_service_pb2_grpc,
@@ -60,7 +61,8 @@ _MAX_METADATA_VALUE = 4096
 class Backend:
     """The channel and one stub per raven.v1 service, created once."""
 
-    __slots__ = ("channel", "chat", "files", "health", "images", "keys", "models", "responses", "usage", "videos")
+    __slots__ = ("channel", "chat", "embeddings", "files", "health", "images", "keys", "models", "responses", "usage",
+                 "videos")
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         """Create the stubs on ``channel``."""
@@ -68,6 +70,7 @@ class Backend:
         self.chat = chat_service_pb2_grpc.ChatServiceStub(channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(channel)
         self.images = image_service_pb2_grpc.ImageServiceStub(channel)
+        self.embeddings = embeddings_service_pb2_grpc.EmbeddingsServiceStub(channel)
         self.videos = video_service_pb2_grpc.VideoServiceStub(channel)
         self.files = file_service_pb2_grpc.FileServiceStub(channel)
         self.usage = usage_service_pb2_grpc.UsageServiceStub(channel)

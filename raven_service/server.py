@@ -23,6 +23,8 @@ from grpc_reflection.v1alpha import reflection
 from raven.v1 import (
     chat_service_pb2,
     chat_service_pb2_grpc,
+    embeddings_service_pb2,
+    embeddings_service_pb2_grpc,
     file_service_pb2,
     file_service_pb2_grpc,
     image_service_pb2,
@@ -33,8 +35,6 @@ from raven.v1 import (
     model_service_pb2_grpc,
     response_service_pb2,
     response_service_pb2_grpc,
-    response_service_pb2,
-    response_service_pb2_grpc,
     usage_service_pb2,
     usage_service_pb2_grpc,
     video_service_pb2,
@@ -43,10 +43,10 @@ from raven.v1 import (
 from raven_service.accounting.ledger import Ledger
 from raven_service.api.accounts import KeyServicer
 from raven_service.api.chat import ChatServicer
+from raven_service.api.embeddings import EmbeddingsServicer
 from raven_service.api.guard import RequestGuard, core_limit
 from raven_service.api.inproc import HandlerRegistry, InProcessChannel
 from raven_service.api.media import FileServicer, ImageServicer, ModelServicer, VideoServicer
-from raven_service.api.responses import ResponseServicer
 from raven_service.api.observe import ACCESS_LOG, RequestObserver, note_record
 from raven_service.api.responses import ResponseServicer
 from raven_service.api.usage import UsageServicer
@@ -54,16 +54,16 @@ from raven_service.app.accounts import KeyAdmin
 from raven_service.app.admission import Admitter, HoldKeeper
 from raven_service.app.alerts import AlertWatcher
 from raven_service.app.chat import ChatUseCase
+from raven_service.app.embeddings import EmbeddingsUseCase
 from raven_service.app.media import FileUseCase, ImageUseCase, VideoUseCase
-from raven_service.app.responses import ResponseUseCase
 from raven_service.app.responses import ResponseUseCase
 from raven_service.app.usage import UsageQueries
 from raven_service.config import Settings
 from raven_service.core.ports import Limiter, Store
 from raven_service.jobs.files import OutputJanitor
-from raven_service.notify.webhooks import WebhookSender
 from raven_service.jobs.videos import VideoWorker
 from raven_service.metrics import ServiceMetrics
+from raven_service.notify.webhooks import WebhookSender
 from raven_service.policy.auth import Authenticator, create_key
 from raven_service.policy.ratelimit import InProcessLimiter
 from raven_service.routing.catalogue import Catalogue
@@ -82,9 +82,9 @@ SERVICE_NAMES = (
     image_service_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,
     video_service_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name,
     file_service_pb2.DESCRIPTOR.services_by_name["FileService"].full_name,
+    embeddings_service_pb2.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
-    response_service_pb2.DESCRIPTOR.services_by_name["ResponseService"].full_name,
     response_service_pb2.DESCRIPTOR.services_by_name["ResponseService"].full_name,
 )
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -125,9 +125,9 @@ class Services:
     images: ImageUseCase
     videos: VideoUseCase
     files: FileUseCase
+    embeddings: EmbeddingsUseCase
     keys: KeyAdmin
     usage_queries: UsageQueries
-    responses: ResponseUseCase
     responses: ResponseUseCase
     worker: VideoWorker
     metrics: ServiceMetrics
@@ -197,12 +197,12 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
         videos=VideoUseCase(catalogue, store, admitter, wake=worker.wake,
                             hold_seconds=settings.video_task_timeout + 4 * settings.lease_ttl_seconds + 60),
         files=FileUseCase(store, ttl=settings.output_ttl_seconds),
+        embeddings=EmbeddingsUseCase(catalogue, providers.embedding, admitter),
         keys=KeyAdmin(store, auth, default_rpm=settings.default_rpm,
                       default_concurrency=settings.default_concurrency, credits=store,
                       models=lambda: [m.id for m in catalogue.list()],
                       allow_http_webhooks=settings.alert_webhook_allow_http),
         usage_queries=UsageQueries(store, store, usage),
-        responses=ResponseUseCase(store),
         responses=ResponseUseCase(store),
         worker=worker,
         metrics=metrics,
@@ -231,11 +231,11 @@ def register_servicers(services: Services, target, health_servicer=None):
     videos = VideoServicer(s.auth, s.videos, s.admitter, output_ttl=s.files.ttl)
     video_service_pb2_grpc.add_VideoServiceServicer_to_server(videos, target)
     file_service_pb2_grpc.add_FileServiceServicer_to_server(FileServicer(s.auth, s.files, s.admitter), target)
+    embeddings_service_pb2_grpc.add_EmbeddingsServiceServicer_to_server(
+        EmbeddingsServicer(s.auth, s.embeddings, s.admitter), target)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(s.auth, s.keys, s.admitter), target)
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
         UsageServicer(s.auth, s.usage_queries, s.admitter), target)
-    response_service_pb2_grpc.add_ResponseServiceServicer_to_server(
-        ResponseServicer(s.auth, s.responses, s.admitter), target)
     response_service_pb2_grpc.add_ResponseServiceServicer_to_server(
         ResponseServicer(s.auth, s.responses, s.admitter), target)
     health_servicer = health_servicer or health.aio.HealthServicer()

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from raven_service.config import ConfigError, ProviderConfig, Settings, model_infos
-from raven_service.core.ports import ChatProvider, ImageProvider, VideoProvider
+from raven_service.core.ports import ChatProvider, EmbeddingProvider, ImageProvider, VideoProvider
 from raven_service.core.types import ModelInfo
 from raven_service.routing.router import RetryPolicy
 
@@ -20,6 +20,7 @@ class Providers:
     chat: dict[str, ChatProvider] = field(default_factory=dict)
     image: dict[str, ImageProvider] = field(default_factory=dict)
     video: dict[str, VideoProvider] = field(default_factory=dict)
+    embedding: dict[str, EmbeddingProvider] = field(default_factory=dict)
     models: list[ModelInfo] = field(default_factory=list)
     retry_policies: dict[str, RetryPolicy] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -66,6 +67,8 @@ def build_providers(settings: Settings) -> Providers:
             out.image[name] = adapter
         if isinstance(adapter, VideoProvider):
             out.video[name] = adapter
+        if isinstance(adapter, EmbeddingProvider):
+            out.embedding[name] = adapter
         close = getattr(adapter, "aclose", None)
         if close is not None:
             out.closers.append(close)

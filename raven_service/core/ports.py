@@ -14,6 +14,8 @@ from raven_service.core.types import (
     ChatEvent,
     ChatResult,
     CreditHold,
+    EmbeddingRequest,
+    EmbeddingResult,
     GeneratedImage,
     ImageRequest,
     KeyPatch,
@@ -45,6 +47,15 @@ class ChatProvider(Protocol):
     async def complete(self, req: ProviderChatRequest) -> ChatResult: ...
 
     def stream(self, req: ProviderChatRequest) -> AsyncGenerator[ChatEvent, None]: ...
+
+
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    """An embeddings upstream; raises `core.errors.UpstreamError` (or a subclass) on failure."""
+
+    name: str
+
+    async def embed(self, upstream_model: str, req: EmbeddingRequest) -> EmbeddingResult: ...
 
 
 @runtime_checkable

@@ -270,6 +270,29 @@ class ModelInfo(Frozen, frozen=True):
     max_output_tokens: int = 4096
 
 
+# ------------------------------------------------------------------------------------- embeddings
+class EmbeddingRequest(Frozen, frozen=True):
+    """A validated embeddings request: either texts or token arrays (OpenAI's ``input``)."""
+
+    model: str
+    texts: tuple[str, ...] = ()
+    token_arrays: tuple[tuple[int, ...], ...] = ()
+    dimensions: int | None = None  # the vector length asked for (models that can shorten)
+    user: str | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.texts) or len(self.token_arrays)
+
+
+class EmbeddingResult(Frozen, frozen=True):
+    """One vector per input, in input order, and the upstream's token count."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int = 0
+    usage_estimated: bool = False
+
+
 # ------------------------------------------------------------------------------------- images/video
 class ImageRequest(Frozen, frozen=True):
     model: str

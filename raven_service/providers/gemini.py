@@ -107,6 +107,8 @@ from raven_service.core.types import (
     ChatRequest,
     ChatResult,
     ContentPart,
+    EmbeddingRequest,
+    EmbeddingResult,
     Finish,
     Message,
     ProviderChatRequest,
@@ -207,7 +209,20 @@ class _Response(_Wire):
     error: Any = None
 
 
+class _Embedding(_Wire):
+    values: list[float] | None = None
+
+
+class _Embeddings(_Wire):
+    """An ``EmbedContentResponse`` (``embedding``) or ``BatchEmbedContentsResponse`` (``embeddings``)."""
+
+    embedding: _Embedding | None = None
+    embeddings: list[_Embedding] | None = None
+    error: Any = None
+
+
 _ENCODER = msgspec.json.Encoder()
+_EMBEDDINGS = msgspec.json.Decoder(_Embeddings)
 _RESPONSE = msgspec.json.Decoder(_Response)
 _RESPONSES = msgspec.json.Decoder(list[_Response] | _Response)  # streamGenerateContent without alt=sse
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
@@ -630,6 +645,41 @@ class GeminiProvider:
         return _ENCODER.encode(generate_content_body(req.request, self.signatures))
 
     # -- chat
+    async def embed(self, upstream_model: str, req: EmbeddingRequest) -> EmbeddingResult:
+        """``embedContent`` for one text, ``batchEmbedContents`` for several; ``dimensions`` ->
+        ``outputDimensionality``. Gemini takes no token arrays (a 400 here) and reports no token
+        count, so the prompt tokens are counted by Raven (``estimated``)."""
+        if req.token_arrays:
+            msg = "This model does not accept token arrays as 'input'; send text."
+            raise UpstreamError(msg, provider=self.name, status=400, kind="rejected", public=msg)
+        path = self.url(upstream_model, stream=False).rsplit(":", 1)[0]
+        model = path.rsplit("/models/", 1)[-1] if "/models/" in path else upstream_model
+
+        def one(text: str) -> dict[str, Any]:
+            item: dict[str, Any] = {"content": {"parts": [{"text": text}]}}
+            if req.dimensions is not None:
+                item["outputDimensionality"] = req.dimensions
+            return item
+
+        if len(req.texts) == 1:
+            url, payload = path + ":embedContent", one(req.texts[0])
+        else:
+            url = path + ":batchEmbedContents"
+            payload = {"requests": [{"model": f"models/{model}", **one(t)} for t in req.texts]}
+        resp = await self._http.send("POST", url, headers=self._headers(stream=False), body=_ENCODER.encode(payload))
+        async with resp:
+            raw = await resp.read(_MAX_BODY)
+        try:
+            reply = _EMBEDDINGS.decode(raw)
+        except _DECODE_ERRORS:
+            raise self._translation().malformed("a malformed embeddings response") from None
+        if reply.error is not None:
+            raise error_from_payload(self.name, reply.error, secrets=self._http.secrets)
+        items = reply.embeddings if reply.embeddings is not None else ([reply.embedding] if reply.embedding else [])
+        vectors = tuple(tuple(e.values or ()) for e in items)
+        return EmbeddingResult(vectors=vectors, prompt_tokens=sum(count_tokens(t) for t in req.texts),
+                               usage_estimated=True)
+
     async def complete(self, req: ProviderChatRequest) -> ChatResult:
         """One whole completion from ``generateContent``."""
         headers = self._headers(stream=False)

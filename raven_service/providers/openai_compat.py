@@ -52,6 +52,8 @@ from raven_service.core.types import (
     ChatRequest,
     ChatResult,
     ContentPart,
+    EmbeddingRequest,
+    EmbeddingResult,
     Finish,
     GeneratedImage,
     ImageRequest,
@@ -211,7 +213,19 @@ class _Video(msgspec.Struct):
     error: Any = None
 
 
+class _EmbeddingItem(msgspec.Struct):
+    index: int = 0
+    embedding: list[float] | None = None
+
+
+class _Embeddings(msgspec.Struct):
+    data: list[_EmbeddingItem] | None = None
+    usage: _Usage | None = None
+    error: Any = None
+
+
 _ENCODER = msgspec.json.Encoder()
+_EMBEDDINGS = msgspec.json.Decoder(_Embeddings)
 _CHUNK = msgspec.json.Decoder(_Chunk)
 _COMPLETION = msgspec.json.Decoder(_Completion)
 _IMAGES = msgspec.json.Decoder(_Images)
@@ -504,6 +518,7 @@ class OpenAICompatProvider:
         self.base_url = base
         self._chat_url = base + "/chat/completions"
         self._images_url = base + "/images/generations"
+        self._embeddings_url = base + "/embeddings"
         self._videos_url = base + "/videos"
         self._origin = URL(base).origin() if base else None
         self._http = http or upstream_client(name, cfg)
@@ -636,6 +651,33 @@ class OpenAICompatProvider:
                 await resp.finish(_DRAIN_GRACE)  # let the connection go back to the pool
         finally:
             resp.close()
+
+    # -- embeddings
+    async def embed(self, upstream_model: str, req: EmbeddingRequest) -> EmbeddingResult:
+        """``POST {base_url}/embeddings`` asking for floats; vectors put back in input order."""
+        payload: dict[str, Any] = {
+            "model": upstream_model,
+            "input": list(req.texts) if req.texts else [list(t) for t in req.token_arrays],
+            "encoding_format": "float",
+        }
+        if req.dimensions is not None:
+            payload["dimensions"] = req.dimensions
+        if req.user is not None:
+            payload["user"] = req.user
+        raw = await self._post_json(self._embeddings_url, payload)
+        try:
+            reply = _EMBEDDINGS.decode(raw)
+        except _DECODE_ERRORS:
+            raise self._malformed("a malformed embeddings response") from None
+        if reply.error is not None:
+            raise error_from_payload(self.name, reply.error, secrets=self._http.secrets)
+        items = sorted(reply.data or (), key=lambda e: e.index)
+        vectors = tuple(tuple(e.embedding or ()) for e in items)
+        usage = reply.usage
+        if usage is not None and usage.prompt_tokens is not None:
+            return EmbeddingResult(vectors=vectors, prompt_tokens=usage.prompt_tokens)
+        tokens = sum(count_tokens(t) for t in req.texts) + sum(len(t) for t in req.token_arrays)
+        return EmbeddingResult(vectors=vectors, prompt_tokens=tokens, usage_estimated=True)
 
     # -- images
     async def generate_images(self, upstream_model: str, req: ImageRequest) -> list[GeneratedImage]:

@@ -34,6 +34,8 @@ from raven_service.core.types import (
     ChatEvent,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
     Finish,
     GeneratedImage,
     ImageRequest,
@@ -46,6 +48,8 @@ from raven_service.core.types import (
     VideoResult,
     VideoState,
 )
+from raven_service.providers.local._embed import DEFAULT_DIMENSIONS, embed_text, embed_tokens
+from raven_service.providers.local._embed import MAX_DIMENSIONS as MAX_EMBED_DIMENSIONS
 from raven_service.providers.local._images import render_png
 from raven_service.providers.local._schema import BudgetExceeded
 from raven_service.providers.local._text import compose_reply
@@ -286,6 +290,21 @@ class LocalProvider:
                 break
         yield Finish(reason=reason, native=reason)
         yield UsageReport(prompt_tokens=prompt_tokens, completion_tokens=used, estimated=False)
+
+    # -- embeddings
+    async def embed(self, upstream_model: str, req: EmbeddingRequest) -> EmbeddingResult:
+        """Deterministic unit vectors (see `_embed`), `req.dimensions` long (default 384)."""
+        dims = req.dimensions or DEFAULT_DIMENSIONS
+        if dims > MAX_EMBED_DIMENSIONS:
+            too_many = f"'dimensions' must be at most {MAX_EMBED_DIMENSIONS}."
+            raise UpstreamError(too_many, provider=self.name, kind=REJECTED, status=400, public=too_many)
+        if req.texts:
+            vectors = tuple(embed_text(t, dims) for t in req.texts)
+            tokens = sum(count_tokens(t) for t in req.texts)
+        else:
+            vectors = tuple(embed_tokens(t, dims) for t in req.token_arrays)
+            tokens = sum(len(t) for t in req.token_arrays)
+        return EmbeddingResult(vectors=vectors, prompt_tokens=tokens)
 
     # -- images
     async def generate_images(self, upstream_model: str, req: ImageRequest) -> list[GeneratedImage]:

@@ -1,0 +1,5 @@
+"""Embeddings slice."""
+
+from gateway.embeddings.routes import EmbeddingsController
+
+__all__ = ["EmbeddingsController"]
