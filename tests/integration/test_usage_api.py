@@ -229,3 +229,11 @@ async def test_grpc_query_usage_and_list_generations(world: World) -> None:
         assert [g.id for g in rest.generations] == [world.ids["search"][0]]
         assert not rest.has_more and rest.next == ""
         assert all(g.key_id == world.search_id for g in [*page.generations, *rest.generations])
+
+
+async def test_openapi_documents_the_usage_routes(world: World) -> None:
+    doc = (await world.rest.http.get("/openapi.json")).json()
+    usage = {p["name"] for p in doc["paths"]["/v1/usage"]["get"]["parameters"]}
+    generations = {p["name"] for p in doc["paths"]["/v1/generations"]["get"]["parameters"]}
+    assert usage == {"start", "end", "group_by", "key_id"}
+    assert generations == {"key_id", "model", "status", "since", "until", "limit", "after"}
