@@ -378,9 +378,9 @@ async def test_json_schema(world: World, kind: str, protocol: str, mode: str) ->
     elif kind == "gemini":
         assert body["generationConfig"]["responseMimeType"] == "application/json"
         assert body["generationConfig"]["responseJsonSchema"] == ANSWER_SCHEMA
-    else:  # no native structured output in this API version: an instruction quoting the schema
-        assert "JSON Schema" in body["system"]
-        assert json.loads(body["system"].rsplit("\n", 1)[1]) == ANSWER_SCHEMA
+    else:  # native structured outputs (anthropic-version 2023-06-01): output_config.format, no instruction
+        assert body["output_config"] == {"format": {"type": "json_schema", "schema": ANSWER_SCHEMA}}
+        assert "system" not in body
         assert "response_format" not in body and "output_format" not in body
 
 

@@ -104,7 +104,10 @@ def test_implements_the_provider_ports() -> None:
 
 def test_catalogue() -> None:
     models = {m.id: m for m in local_models()}
-    assert set(models) == {"raven/local-chat", "raven/local-image", "raven/local-video"}
+    assert set(models) == {"raven/local-chat", "raven/local-image", "raven/local-video", "raven/local-embed"}
+    embed_model = models["raven/local-embed"]
+    assert embed_model.capabilities == ("embeddings",)
+    assert (embed_model.embedding_dimensions, embed_model.price_input_per_mtok) == (384, Decimal("0.02"))
     chat_model = models["raven/local-chat"]
     assert set(chat_model.capabilities) == {"chat", "tools", "json"}
     assert chat_model.context_length == 32768
