@@ -99,6 +99,11 @@ class Settings(msgspec.Struct, kw_only=True):
     usage_flush_interval: float = 0.2
     usage_queue_size: int = 10000
     lease_ttl_seconds: float = 30.0  # concurrency leases, credit holds and video-task leases
+    #: Credit slices (SPEC §7): an instance leases this many worst cases of a credit-limited key's
+    #: request as one hold and carves requests out of it in memory; 0 or 1 = one hold per request.
+    credit_slice_factor: int = 32
+    #: A credit slice nobody used for this long goes back to the key's balance.
+    credit_slice_idle_seconds: float = 2.0
     #: One request as a whole (across retries and fallbacks, to the end of a stream).
     request_timeout: float = 600.0
     #: A video task fails (and is refunded) this long after submission if it has not finished.

@@ -179,8 +179,9 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     usage.start()
     auth = Authenticator(store, failure_limit=settings.auth_failure_limit_per_minute)
     admitter = Admitter(store, limiter, usage, hold_ttl=settings.lease_ttl_seconds,
-                        on_overspend=metrics.overspend)
-    holds = HoldKeeper(store, admitter.instance_id, ttl=settings.lease_ttl_seconds)
+                        on_overspend=metrics.overspend, slice_factor=settings.credit_slice_factor,
+                        slice_idle_seconds=settings.credit_slice_idle_seconds)
+    holds = HoldKeeper(store, admitter.instance_id, ttl=settings.lease_ttl_seconds, slices=admitter.slices)
     webhooks = WebhookSender(attempts=settings.alert_webhook_attempts,
                              retry_base=settings.alert_webhook_retry_seconds)
     alerts = AlertWatcher(store, store, usage, webhooks)

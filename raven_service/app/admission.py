@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from raven_service.accounting.ledger import Ledger
+from raven_service.app.slices import Piece, SliceBank
 from raven_service.core.errors import BudgetExhausted, InsufficientCredits, RateLimited, RavenError
 from raven_service.core.ports import CreditStore, Lease, Limiter, RpmDecision, TokenDecision
 from raven_service.core.types import CreditHold, Principal, Settlement, UsageRecord
@@ -74,6 +75,8 @@ class Ticket:
     hold: CreditHold | None
     tokens: TokenDecision | None = None
     budget_window: float | None = None
+    #: Set when the hold is this request's piece of a credit slice (app/slices.py), not its own row.
+    piece: Piece | None = None
     started: float = field(default_factory=time.monotonic)
     created: float = field(default_factory=time.time)
     #: The outcome, set by the use case once it knows it; None at exit = the scope builds one.
@@ -95,7 +98,8 @@ Fallback = Callable[[Ticket, str, str], UsageRecord]
 class Admitter:
     def __init__(self, credits: CreditStore, limiter: Limiter, ledger: Ledger, *, instance_id: str = "",
                  hold_ttl: float = 30.0, on_overspend: Callable[[Decimal], None] | None = None,
-                 wall: Callable[[], float] = time.time, on_alerting: AlertHook | None = None) -> None:
+                 wall: Callable[[], float] = time.time, on_alerting: AlertHook | None = None,
+                 slice_factor: int = 0, slice_idle_seconds: float = 2.0) -> None:
         self._credits = credits
         self._wall = wall  # budget windows are calendar (wall-clock) windows
         self.on_alerting = on_alerting
@@ -103,6 +107,9 @@ class Admitter:
         self._ledger = ledger
         self.instance_id = instance_id or "i-" + uuid.uuid4().hex[:12]
         self._hold_ttl = hold_ttl
+        #: Credit slices (off when slice_factor <= 1): most credit-limited requests hold in memory.
+        self.slices = SliceBank(credits, self.instance_id, ttl=hold_ttl, factor=slice_factor,
+                                idle_seconds=slice_idle_seconds, wall=wall)
         self._on_overspend = on_overspend
         self._background: set[asyncio.Task[object]] = set()
         #: Requests admitted / settled by this instance (equal whenever nothing is in flight).
@@ -200,14 +207,20 @@ class Admitter:
             exc.rate = rate
             raise exc
         hold: CreditHold | None = None
+        piece: Piece | None = None
         window: float | None = None
         window_end = 0.0
         try:
             budgeted = principal.budget is not None and bool(principal.budget_period)
             if budgeted:
                 window, window_end = budget_window(principal.budget_period, self._wall())
-            if (principal.has_credit_limit or budgeted) and worst > 0:
-                fixed = hold_seconds is not None
+            fixed = hold_seconds is not None
+            if (principal.has_credit_limit or budgeted) and worst > 0 and not fixed and self.slices.enabled:
+                piece = await self.slices.take(principal.key_id, worst, window)
+                if piece is not None:
+                    hold = CreditHold(id=piece.hold_id, key_id=principal.key_id, amount=worst,
+                                      owner=self.instance_id, budget_window=window)
+            if (principal.has_credit_limit or budgeted) and worst > 0 and piece is None:
                 hold = CreditHold(
                     id="hold_" + uuid.uuid4().hex, key_id=principal.key_id, amount=worst,
                     owner="" if fixed else self.instance_id,
@@ -217,6 +230,8 @@ class Admitter:
                 if not await self._reserve(hold):
                     raise await self._refusal(principal, hold, window_end)
         except BaseException as exc:
+            if piece is not None:
+                self.slices.give_back(piece, Decimal(0))
             self._release_slot(slot)
             self._return_tokens(principal, taken)
             if isinstance(exc, RavenError) and exc.rate is None:
@@ -224,7 +239,7 @@ class Admitter:
             raise
         self.admitted_count += 1
         return Ticket(id=record_id, principal=principal, rate=rate, slot=slot, hold=hold, tokens=taken,
-                      budget_window=window)
+                      budget_window=window, piece=piece)
 
     async def _refusal(self, principal: Principal, hold: CreditHold, window_end: float) -> RavenError:
         """Why a hold did not fit: the budget window (when that is what is full) or the credits."""
@@ -297,7 +312,10 @@ class Admitter:
         if hold is not None and rec.cost > hold.amount and self._on_overspend is not None:
             self._on_overspend(rec.cost - hold.amount)  # charged in full, never clamped: counted
         self._ledger.submit(Settlement(record=rec, hold_id=hold.id if hold is not None else "",
-                                       budget_window=ticket.budget_window))
+                                       budget_window=ticket.budget_window, partial=ticket.piece is not None))
+        if ticket.piece is not None:
+            self.slices.give_back(ticket.piece, rec.cost)
+            ticket.piece = None
         tokens = ticket.tokens
         if tokens is not None:
             delta = rec.prompt_tokens + rec.completion_tokens - tokens.reserved
@@ -325,8 +343,10 @@ class Admitter:
             log.exception("releasing a slot or hold failed (it expires by itself)")
 
     async def drain(self) -> None:
+        """Waits for background work and returns this instance's idle credit slices."""
         if self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.slices.release_all()
 
 
 class HoldKeeper:
@@ -336,8 +356,9 @@ class HoldKeeper:
     next sweep of any instance releases them."""
 
     def __init__(self, credits: CreditStore, instance_id: str, *, ttl: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, slices: SliceBank | None = None) -> None:
         self._credits = credits
+        self._slices = slices
         self._instance = instance_id
         self._ttl = ttl
         self._clock = clock
@@ -350,6 +371,8 @@ class HoldKeeper:
         swept = await self._credits.sweep_holds(now)
         if swept:
             log.info("released %d expired credit holds", swept)
+        if self._slices is not None:
+            await self._slices.tick()
         return renewed, swept
 
     def start(self) -> None:

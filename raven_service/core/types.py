@@ -464,6 +464,9 @@ class Settlement(Frozen, frozen=True):
     #: The budget window (start, unix s) the request was admitted in: its cost counts there even if
     #: the hold lapsed before the settlement was written. None = the key has no budget.
     budget_window: float | None = None
+    #: `hold_id` is a credit slice shared by several requests (app/slices.py): take the record's
+    #: cost out of it (moved from reserved to used) instead of dropping the whole hold.
+    partial: bool = False
 
 
 #: The dimensions a store can group usage by ("key" is the key id, "tags" the whole tag set).

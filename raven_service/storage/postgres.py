@@ -124,6 +124,8 @@ _INSERT_HOLD = (
     "VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
 _DROP_HOLD = "DELETE FROM credit_holds WHERE id = $1 RETURNING key_id, amount, budget_window"
+_SLICE_ROW = "SELECT key_id, amount, budget_window FROM credit_holds WHERE id = $1 FOR UPDATE"
+_SLICE_TAKE = "UPDATE credit_holds SET amount = amount - $2 WHERE id = $1"
 _DROP_EXPIRED = "DELETE FROM credit_holds WHERE expires_at < $1 RETURNING key_id, amount, budget_window"
 # Exact arithmetic, no clamping: credits_reserved is the sum of live holds by construction.
 _APPLY = "UPDATE api_keys SET credits_reserved = credits_reserved - $2, credits_used = credits_used + $3 WHERE id = $1"
@@ -447,7 +449,7 @@ class PostgresStore:
         """The whole batch in one transaction (see `core.ports.UsageStore.settle`)."""
         if not settlements:
             return 0
-        rows = [(_usage_params(s.record), s.hold_id, s.budget_window) for s in settlements]
+        rows = [(_usage_params(s.record), s.hold_id, s.budget_window, s.partial) for s in settlements]
         async with self._db.transaction() as conn:
             return await _settle(conn, rows)
 
@@ -621,7 +623,7 @@ class PostgresStore:
 
     async def finish_video_task(self, task: VideoTask, worker: str, settlement: Settlement) -> bool:
         params = _video_update_params(task, worker)
-        row = (_usage_params(settlement.record), settlement.hold_id, settlement.budget_window)
+        row = (_usage_params(settlement.record), settlement.hold_id, settlement.budget_window, settlement.partial)
         async with self._db.transaction() as conn:
             if _rowcount(await conn.execute(_UPDATE_VIDEO, *params)) != 1:
                 return False
@@ -738,7 +740,7 @@ async def _release(conn: asyncpg.Connection, dropped: Sequence[asyncpg.Record]) 
     return len(dropped)
 
 
-async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...], str, float | None]]) -> int:
+async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...], str, float | None, bool]]) -> int:
     """Inside a transaction: inserts each new record, drops its hold, charges its cost (to the
     key's credits and, when it was admitted under a budget, to that budget window)."""
     released: dict[str, Decimal] = {}
@@ -746,7 +748,7 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
     windows: dict[tuple[str, float], list[Decimal]] = {}  # (key, start) -> [released, charged]
     deltas: dict[rollup.RowKey, rollup.Delta] = {}
     new = 0
-    for params, hold_id, budget_window in rows:
+    for params, hold_id, budget_window, partial in rows:
         if await conn.fetchval(_INSERT_USAGE_NEW, *params) is None:
             continue  # settled before: idempotent
         new += 1
@@ -755,7 +757,8 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
         charged[key_id] = charged.get(key_id, Decimal(0)) + cost
         window = budget_window
         if hold_id:
-            for hold_key, amount, hold_window in await conn.fetch(_DROP_HOLD, hold_id):
+            taken = await _take_from_slice(conn, hold_id, cost) if partial else await conn.fetch(_DROP_HOLD, hold_id)
+            for hold_key, amount, hold_window in taken:
                 released[hold_key] = released.get(hold_key, Decimal(0)) + amount
                 if hold_window is not None:
                     window = hold_window
@@ -771,6 +774,17 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
     if deltas:  # the rollup, in the same transaction, rows locked in primary-key order
         await conn.executemany(_UPSERT_ROLLUP, rollup.upsert_rows(deltas))
     return new
+
+
+async def _take_from_slice(conn: asyncpg.Connection, hold_id: str, cost: Decimal) -> list[Any]:
+    """A request's share of a credit slice: min(cost, what is left) leaves the slice (the caller
+    moves it from reserved to used). Nothing when the slice was already returned or swept."""
+    row = await conn.fetchrow(_SLICE_ROW, hold_id)
+    if row is None:
+        return []
+    take = min(cost, row["amount"])
+    await conn.execute(_SLICE_TAKE, hold_id, take)
+    return [(row["key_id"], take, row["budget_window"])]
 
 
 def _video_update_params(task: VideoTask, worker: str) -> tuple[Any, ...]:

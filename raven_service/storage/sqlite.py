@@ -98,6 +98,8 @@ _INSERT_HOLD = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _DROP_HOLD = "DELETE FROM credit_holds WHERE id = ? RETURNING key_id, amount, budget_window"
+_SLICE_ROW = "SELECT key_id, amount, budget_window FROM credit_holds WHERE id = ?"
+_SLICE_TAKE = "UPDATE credit_holds SET amount = amount - ? WHERE id = ?"
 _DROP_EXPIRED = "DELETE FROM credit_holds WHERE expires_at < ? RETURNING key_id, amount, budget_window"
 # Exact arithmetic, no clamping: credits_reserved is the sum of live holds by construction.
 _APPLY = "UPDATE api_keys SET credits_reserved = credits_reserved - ?, credits_used = credits_used + ? WHERE id = ?"
@@ -342,8 +344,8 @@ class SqliteStore:
 
     async def list_holds(self, key_id: str) -> list[CreditHold]:
         rows = await self._fetchall(
-            "SELECT id, key_id, amount, owner, expires_at, budget_window FROM credit_holds WHERE key_id = ? ORDER BY id",
-            (key_id,))
+            "SELECT id, key_id, amount, owner, expires_at, budget_window FROM credit_holds WHERE key_id = ? "
+            "ORDER BY id", (key_id,))
         return [CreditHold(id=r[0], key_id=r[1], amount=from_units(r[2]), owner=r[3], expires_at=r[4],
                            budget_window=r[5]) for r in rows]
 
@@ -352,7 +354,7 @@ class SqliteStore:
         """The whole batch in one transaction (see `core.ports.UsageStore.settle`)."""
         if not settlements:
             return 0
-        rows = [(_usage_params(s.record), s.hold_id, s.budget_window) for s in settlements]
+        rows = [(_usage_params(s.record), s.hold_id, s.budget_window, s.partial) for s in settlements]
         return await self._transaction(lambda conn: _settle(conn, rows))
 
     async def get_usage(self, record_id: str) -> UsageRecord | None:
@@ -519,7 +521,7 @@ class SqliteStore:
 
     async def finish_video_task(self, task: VideoTask, worker: str, settlement: Settlement) -> bool:
         params = _video_update_params(task, worker)
-        row = (_usage_params(settlement.record), settlement.hold_id, settlement.budget_window)
+        row = (_usage_params(settlement.record), settlement.hold_id, settlement.budget_window, settlement.partial)
 
         def finish(conn: sqlite3.Connection) -> bool:
             if conn.execute(_UPDATE_VIDEO, params).rowcount != 1:
@@ -701,7 +703,7 @@ def _release(conn: sqlite3.Connection, dropped: Sequence[sqlite3.Row]) -> int:
     return len(dropped)
 
 
-def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str, float | None]]) -> int:
+def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str, float | None, bool]]) -> int:
     """Inside a transaction: inserts each new record, drops its hold, charges its cost (to the
     key's credits and, when it was admitted under a budget, to that budget window)."""
     released: dict[str, int] = {}
@@ -709,7 +711,7 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
     windows: dict[tuple[str, float], list[int]] = {}  # (key, start) -> [released, charged]
     deltas: dict[rollup.RowKey, rollup.Delta] = {}
     new = 0
-    for params, hold_id, budget_window in rows:
+    for params, hold_id, budget_window, partial in rows:
         if conn.execute(_INSERT_USAGE, params).rowcount != 1:
             continue  # settled before: idempotent
         new += 1
@@ -718,7 +720,11 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
         charged[key_id] = charged.get(key_id, 0) + cost
         window = budget_window
         if hold_id:
-            for hold_key, amount, hold_window in conn.execute(_DROP_HOLD, (hold_id,)).fetchall():
+            if partial:
+                taken = _take_from_slice(conn, hold_id, cost)
+            else:
+                taken = conn.execute(_DROP_HOLD, (hold_id,)).fetchall()
+            for hold_key, amount, hold_window in taken:
                 released[hold_key] = released.get(hold_key, 0) + amount
                 if hold_window is not None:
                     window = hold_window
@@ -733,6 +739,18 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
     if deltas:  # the rollup, in the same transaction as the records it counts
         conn.executemany(_UPSERT_ROLLUP, rollup.upsert_rows(deltas))
     return new
+
+
+def _take_from_slice(conn: sqlite3.Connection, hold_id: str, cost: int) -> list[tuple[str, int, float | None]]:
+    """A request's share of a credit slice: min(cost, what is left) leaves the slice (the caller
+    moves it from reserved to used). Nothing when the slice was already returned or swept."""
+    row = conn.execute(_SLICE_ROW, (hold_id,)).fetchone()
+    if row is None:
+        return []
+    key_id, amount, window = row
+    take = min(cost, amount)
+    conn.execute(_SLICE_TAKE, (take, hold_id))
+    return [(key_id, take, window)]
 
 
 def _video_update_params(task: VideoTask, worker: str) -> tuple[Any, ...]:

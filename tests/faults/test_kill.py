@@ -65,7 +65,7 @@ def test_sigkill_holds_expire_and_the_next_instance_releases_them(tmp_path) -> N
     threads = _open_streams(first.base, key, 4)
     db = data / "raven.db"
     holds, reserved, _ = _books(db)
-    assert holds == 4 and reserved > 0
+    assert holds >= 1 and reserved > 0  # one credit slice (or a hold per stream with slices off)
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(10)
     for t in threads:

@@ -229,6 +229,33 @@ async def test_settlement_is_idempotent_by_record_id(store: MigratingStore) -> N
     assert await reserved_equals_live_holds(store) == D("0.3")
 
 
+async def test_partial_settlements_take_each_cost_out_of_a_shared_slice(store: MigratingStore) -> None:
+    # A credit slice (app/slices.py) is one hold serving many requests: each settlement moves its
+    # cost from the slice (reserved) to used; after the slice is returned, late settlements charge
+    # used only, so reserved ends at exactly 0 and used at the sum of the costs.
+    await store.insert_key(make_key(1, credits=D("5")))
+    s = hold("2")
+    assert await store.reserve_hold(s)
+    first = Settlement(record=make_usage(1, cost=D("0.5")), hold_id=s.id, partial=True)
+    second = Settlement(record=make_usage(2, cost=D("0.25")), hold_id=s.id, partial=True)
+    assert await store.settle([first, second]) == 2
+    assert await credit_state(store, "key_1") == (D("0.75"), D("1.25"))
+    assert [h.amount for h in await store.list_holds("key_1")] == [D("1.25")]
+    assert await store.settle([first]) == 0  # idempotent by record id: the slice is not touched again
+    assert [h.amount for h in await store.list_holds("key_1")] == [D("1.25")]
+
+    assert await store.release_hold(s.id)  # the slice goes back with what is left of it
+    assert await credit_state(store, "key_1") == (D("0.75"), D(0))
+    assert await store.settle([Settlement(record=make_usage(3, cost=D("0.1")), hold_id=s.id, partial=True)]) == 1
+    assert await credit_state(store, "key_1") == (D("0.85"), D(0))
+
+    t = hold("0.3")  # a cost larger than what is left of a slice drains it and is charged in full
+    assert await store.reserve_hold(t)
+    assert await store.settle([Settlement(record=make_usage(4, cost=D("0.5")), hold_id=t.id, partial=True)]) == 1
+    assert await credit_state(store, "key_1") == (D("1.35"), D(0))
+    assert [h.amount for h in await store.list_holds("key_1")] == [D(0)]
+
+
 async def test_cost_above_the_hold_is_charged_in_full(store: MigratingStore) -> None:
     await store.insert_key(make_key(1, credits=D("1")))
     h = hold("0.2")

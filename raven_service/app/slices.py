@@ -1,0 +1,209 @@
+"""Credit slices: per-instance budget leases that keep credit-limited keys fast (SPEC §7, §9).
+
+A credit-limited request must not start before its worst-case cost is held, and the total held
+must never exceed the key's balance, whatever the number of instances. Holding per request costs
+a store write on the hot path. Instead, like a quota server, an instance leases a *slice* of the
+key's balance from the store (one ordinary credit hold, owned and renewed by this instance,
+`factor` times the request's worst case) and carves each request's worst case out of it in
+memory. The store's invariant is untouched: a slice is a hold, so used + reserved <= credits holds
+across instances exactly as before; an instance can only spend what its slices hold.
+
+Settlement stays per request and exact: the request's Settlement names the slice with
+``partial=True``, and the store moves the request's real cost from the slice (reserved) to used,
+in the usage record's transaction, idempotently by record id (see `_settle` in both backends).
+When a slice is released (idle, drained, shutdown) the store drops what is left of it; a
+settlement that arrives after that charges its cost to used only, which is exactly what the
+release left out. A killed instance's slices expire like any hold and are swept.
+
+When a slice cannot be leased (the balance or budget window has less room than a slice), the
+caller falls back to an exact per-request hold, so the last credits of a key are spent exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from raven_service.core.ports import CreditStore
+from raven_service.core.types import CreditHold
+
+log = logging.getLogger("raven.slices")
+
+SliceKey = tuple[str, float | None]  # (key id, budget window start or None)
+
+
+@dataclass(slots=True)
+class Slice:
+    hold: CreditHold
+    spent: Decimal = Decimal(0)  # real costs of the requests it served that have ended
+    inflight: Decimal = Decimal(0)  # worst cases of the requests it serves now
+    users: int = 0
+    last_used: float = 0.0
+    closed: bool = False
+
+    @property
+    def free(self) -> Decimal:
+        return self.hold.amount - self.spent - self.inflight
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One request's share of a slice: its worst case, carved out in memory."""
+
+    slice: Slice
+    amount: Decimal
+
+    @property
+    def hold_id(self) -> str:
+        return self.slice.hold.id
+
+
+@dataclass
+class SliceBank:
+    credits: CreditStore
+    owner: str
+    ttl: float = 30.0
+    #: A slice holds this many worst cases of the request that leased it.
+    factor: int = 32
+    #: A slice nobody used for this long goes back to the store.
+    idle_seconds: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    _slices: dict[SliceKey, list[Slice]] = field(default_factory=dict)
+    _locks: dict[SliceKey, asyncio.Lock] = field(default_factory=dict)
+    _background: set[asyncio.Task[object]] = field(default_factory=set)
+    #: Slices whose return failed (store outage): retried by every tick, so none stays held.
+    _unreturned: set[str] = field(default_factory=set)
+
+    @property
+    def enabled(self) -> bool:
+        return self.factor > 1
+
+    async def take(self, key_id: str, worst: Decimal, window: float | None) -> Piece | None:
+        """A piece of `worst` from a live slice of this key (and budget window), leasing a new slice
+        when none has room. None when the store has no room for a slice: hold exactly instead."""
+        key = (key_id, window)
+        piece = self._carve(key, worst)
+        if piece is not None:
+            return piece
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one lease per key at a time: a burst does not lease a slice per request
+            piece = self._carve(key, worst)
+            if piece is not None:
+                return piece
+            hold = CreditHold(id="slice_" + uuid.uuid4().hex, key_id=key_id, amount=worst * self.factor,
+                              owner=self.owner, expires_at=self.wall() + self.ttl, budget_window=window)
+            task = asyncio.ensure_future(self.credits.reserve_hold(hold))
+            try:
+                ok = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # The lease may still land: keep the slice if it does (it is renewed and returned
+                # like any other), so nothing leaks.
+                task.add_done_callback(lambda t: self._adopt(key, hold, t))
+                raise
+            if not ok:
+                return None
+            self._slices.setdefault(key, []).append(Slice(hold=hold, last_used=self.clock()))
+            return self._carve(key, worst)
+
+    def _adopt(self, key: SliceKey, hold: CreditHold, task: asyncio.Future[bool]) -> None:
+        if not task.cancelled() and task.exception() is None and task.result():
+            self._slices.setdefault(key, []).append(Slice(hold=hold, last_used=self.clock()))
+
+    def _carve(self, key: SliceKey, worst: Decimal) -> Piece | None:
+        for s in self._slices.get(key, ()):
+            if not s.closed and s.free >= worst:
+                s.inflight += worst
+                s.users += 1
+                s.last_used = self.clock()
+                return Piece(slice=s, amount=worst)
+        return None
+
+    def give_back(self, piece: Piece, cost: Decimal) -> None:
+        """The request ended having cost `cost` (its settlement is on its way to the store).
+        Synchronous: runs inside the admission scope's exit, even when cancelled."""
+        s = piece.slice
+        s.inflight -= piece.amount
+        s.users -= 1
+        s.spent += cost
+        s.last_used = self.clock()
+        if s.users == 0:
+            if s.closed or s.free * self.factor < s.hold.amount:
+                # Drained and (nearly) used up: return the rest now rather than at idle time.
+                self._spawn(self._release(s))
+            else:
+                self._watch(s)
+
+    def _watch(self, s: Slice) -> None:
+        """Returns `s` once nobody used it for `idle_seconds` (so a key's reserved amount falls back
+        to zero shortly after its traffic stops, not only at the next keeper tick)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_later(self.idle_seconds, self._idle_check, s)
+
+    def _idle_check(self, s: Slice) -> None:
+        if s.users == 0 and not s.closed and self.clock() - s.last_used >= self.idle_seconds * 0.999:
+            self._spawn(self._release(s))
+
+    async def tick(self) -> int:
+        """Returns slices nobody used for `idle_seconds`; returns how many went back."""
+        now = self.clock()
+        idle = [s for slices in self._slices.values() for s in slices
+                if s.users == 0 and not s.closed and now - s.last_used >= self.idle_seconds]
+        for s in idle:
+            await self._release(s)
+        for hold_id in list(self._unreturned):
+            await self._return(hold_id)
+        return len(idle)
+
+    async def release_all(self) -> None:
+        """Returns every slice (drain / shutdown); slices still in use go back when their last
+        request ends."""
+        for slices in list(self._slices.values()):
+            for s in list(slices):
+                if s.users == 0:
+                    await self._release(s)
+                else:
+                    s.closed = True
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        for hold_id in list(self._unreturned):
+            await self._return(hold_id)
+
+    def held(self, key_id: str) -> Decimal:
+        """What this instance holds for `key_id` in slices (for tests and metrics)."""
+        return sum((s.hold.amount - s.spent for (k, _), slices in self._slices.items() if k == key_id
+                    for s in slices), Decimal(0))
+
+    async def _release(self, s: Slice) -> None:
+        key = (s.hold.key_id, s.hold.budget_window)
+        if s not in self._slices.get(key, ()):
+            return
+        s.closed = True
+        self._slices[key].remove(s)
+        await self._return(s.hold.id)
+
+    async def _return(self, hold_id: str) -> None:
+        try:
+            await self.credits.release_hold(hold_id)
+        except Exception as exc:  # the store is unreachable: the next tick tries again
+            log.warning("returning a credit slice failed (%s); retrying", type(exc).__name__)
+            self._unreturned.add(hold_id)
+        else:
+            self._unreturned.discard(hold_id)
+
+    def _spawn(self, coro) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:
+            coro.close()
+            return
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,101 @@
+"""Credit slices (app/slices.py) against a real SQLite store: what is held never exceeds the
+balance, pieces come out of memory, slices go back when idle or drained. Clock injected."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from raven_service.app.slices import SliceBank
+from raven_service.policy.auth import create_key
+from raven_service.storage.sqlite import SqliteStore
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SqliteStore(tmp_path / "raven.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_pieces_come_from_one_slice_and_the_store_holds_the_slice(store) -> None:
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("10"))
+    clock = Clock()
+    bank = SliceBank(store, "i-1", factor=4, clock=clock)
+    pieces = [await bank.take(key.id, Decimal("0.5"), None) for _ in range(4)]
+    assert all(p is not None for p in pieces)
+    assert len({p.hold_id for p in pieces}) == 1  # four pieces, one lease
+    holds = await store.list_holds(key.id)
+    assert [(h.amount, h.owner) for h in holds] == [(Decimal("2.0"), "i-1")]
+    fifth = await bank.take(key.id, Decimal("0.5"), None)  # the slice is full: a second lease
+    assert fifth is not None and fifth.hold_id != pieces[0].hold_id
+    assert (await store.get_key(key.id)).credits_reserved == Decimal("4.0")
+
+
+async def test_a_slice_never_exceeds_the_balance_so_the_caller_holds_exactly(store) -> None:
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("1"))
+    bank = SliceBank(store, "i-1", factor=4)
+    assert await bank.take(key.id, Decimal("0.5"), None) is None  # a 2.0 slice does not fit in 1.0
+    assert await store.list_holds(key.id) == []
+    assert (await store.get_key(key.id)).credits_reserved == 0
+
+
+async def test_two_instances_never_hold_more_than_the_balance(store) -> None:
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("5"))
+    a, b = SliceBank(store, "i-a", factor=4), SliceBank(store, "i-b", factor=4)
+    got = await asyncio.gather(*(bank.take(key.id, Decimal("0.5"), None) for bank in (a, b) for _ in range(6)))
+    leased = {p.hold_id for p in got if p is not None}
+    assert len(leased) == 2  # 2 x 2.0 fit in 5.0, a third slice would not
+    stored = await store.get_key(key.id)
+    assert stored.credits_reserved == Decimal("4.0") <= stored.credits
+    assert sum(p is not None for p in got) == 8
+
+
+async def test_idle_and_drained_slices_go_back(store) -> None:
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("100"))
+    clock = Clock()
+    bank = SliceBank(store, "i-1", factor=4, idle_seconds=10, clock=clock)
+    p = await bank.take(key.id, Decimal("1"), None)
+    assert p is not None
+    assert await bank.tick() == 0  # in use
+    bank.give_back(p, Decimal("0.25"))
+    clock.now += 9
+    assert await bank.tick() == 0  # not idle long enough
+    clock.now += 1
+    assert await bank.tick() == 1
+    assert await store.list_holds(key.id) == []
+    assert (await store.get_key(key.id)).credits_reserved == 0
+
+    # used up: 4 pieces of 1.0 at full cost leave nothing; the slice goes back as its last piece ends
+    pieces = [await bank.take(key.id, Decimal("1"), None) for _ in range(4)]
+    for piece in pieces:
+        bank.give_back(piece, Decimal("1"))
+    await asyncio.sleep(0)
+    await bank.release_all()
+    assert await store.list_holds(key.id) == []
+
+
+async def test_release_all_waits_for_pieces_in_use(store) -> None:
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("100"))
+    bank = SliceBank(store, "i-1", factor=4)
+    p = await bank.take(key.id, Decimal("1"), None)
+    await bank.release_all()
+    assert len(await store.list_holds(key.id)) == 1  # still serving a request
+    assert await bank.take(key.id, Decimal("1"), None) is not None  # a closed slice lends no more
+    assert len(await store.list_holds(key.id)) == 2
+    bank.give_back(p, Decimal("0.5"))
+    await bank.release_all()
+    assert len(await store.list_holds(key.id)) == 1
