@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: serve test generate check-generated lint bench clean codex
+.PHONY: serve test generate check-generated lint bench clean codex browser screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,16 @@ lint: $(STAMP)
 	$(BIN)/mypy raven_service gateway
 	$(BIN)/lint-imports
 
-test: lint
+# The console's browser journeys (tests/console) use Debian's Chromium through Playwright; this
+# installs the system package when it is missing (Playwright never downloads a browser here).
+browser:
+	@bash scripts/ensure_chromium.sh
+
+# Refresh the committed console screenshots (README) from the browser journeys.
+screenshots: $(STAMP) browser
+	RAVEN_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/console -q -p no:cacheprovider
+
+test: lint browser
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)

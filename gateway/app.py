@@ -14,6 +14,7 @@ from gateway.auth import auth_first
 from gateway.backend import DEADLINE, Backend
 from gateway.chat import ChatController
 from gateway.config import GatewaySettings
+from gateway.console import CONSOLE_ROUTES
 from gateway.docs_assets import docs_asset
 from gateway.embeddings import EmbeddingsController
 from gateway.errors import EXCEPTION_HANDLERS
@@ -95,7 +96,7 @@ def create_app(
         before_request=auth_first,
     )
     return Litestar(
-        route_handlers=[v1, healthz, metrics_endpoint, openapi_json, docs_asset],
+        route_handlers=[v1, healthz, metrics_endpoint, openapi_json, docs_asset, *CONSOLE_ROUTES],
         state=state,
         lifespan=[grpc_channel],
         exception_handlers=EXCEPTION_HANDLERS,
