@@ -332,3 +332,23 @@ def test_phone_width_and_keyboard(browser, raven):
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
     finally:
         context.close()
+
+
+def test_console_assets_are_served_locally_with_the_policy(raven):
+    import httpx
+
+    page = httpx.get(raven.base + "/console")  # no key needed for the static page itself
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["referrer-policy"] == "no-referrer"
+    srcs = re.findall(r'(?:src|href)="([^"#]+)"', page.text)
+    assert srcs and all(s.startswith("/console/assets/") for s in srcs)  # nothing from another origin
+    for src in srcs:
+        r = httpx.get(raven.base + src)
+        assert r.status_code == 200 and r.headers["content-security-policy"] == page.headers["content-security-policy"]
+    js = httpx.get(raven.base + "/console/assets/console.js")
+    assert js.headers["content-type"].startswith("text/javascript")
+    code = js.text.replace("http://www.w3.org/2000/svg", "")  # the SVG namespace name, not a fetch
+    assert "http://" not in code and "https://" not in code
+    for name in ("routes.py", "__init__.py", "index.html", "..%2Froutes.py"):
+        assert httpx.get(f"{raven.base}/console/assets/{name}").status_code == 404
+    assert "/console" not in httpx.get(raven.base + "/openapi.json").text

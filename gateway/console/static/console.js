@@ -47,7 +47,7 @@
     if (!Number.isFinite(n)) return "—";
     if (n === 0) return "0";
     const abs = Math.abs(n);
-    const opts = abs >= 100 ? { maximumFractionDigits: 2 } : abs >= 1 ? { maximumFractionDigits: 4 }
+    const opts = abs >= 1000 ? { maximumFractionDigits: 2 } : abs >= 1 ? { maximumFractionDigits: 6 }
       : { maximumSignificantDigits: 4 };
     return new Intl.NumberFormat("en-US", opts).format(n);
   }
@@ -789,13 +789,13 @@
     const all = [...(data.data || [])];
     let next = data.has_more ? data.next : null;
     const columns = [
-      { label: "Key", render: (r) => h("div", { "data-key-id": r.id }, h("strong", { text: r.name }), h("br"), h("code", { class: "muted", text: r.id })) },
-      { label: "Status", render: (r) => (r.revoked ? h("span", { class: "badge-revoked", text: "revoked" }) : "active") },
+      { label: "Key", render: (r) => h("div", { "data-key-id": r.id }, h("strong", { text: r.name }), " ",
+        r.revoked ? h("span", { class: "badge-revoked", text: "revoked" }) : null, h("br"), h("code", { class: "muted", text: r.id }), h("br"),
+        h("span", { class: "muted", text: (r.scopes || []).join(", ") })) },
       { label: "Actions", render: (r) => (r.revoked ? "—" : h("div", { class: "rowactions" },
         h("button", { type: "button", class: "small", text: "Edit", "aria-label": `Edit ${r.name}`, onclick: () => editKey(r, reload) }),
         h("button", { type: "button", class: "small", text: "Rotate", "aria-label": `Rotate ${r.name}`, onclick: () => rotateKey(r, reload) }),
         h("button", { type: "button", class: "small danger", text: "Revoke", "aria-label": `Revoke ${r.name}`, onclick: () => revokeKey(r, reload) }))) },
-      { label: "Scopes", render: (r) => (r.scopes || []).join(", ") },
       { label: "Limits", render: (r) => h("div", {}, `${limitText(r.rpm, "req/min")} · ${limitText(r.concurrency, "in flight")}`, h("br"), limitText(r.tpm, "tokens/min")) },
       { label: `Credits used (${currency()})`, num: true, render: creditsOf },
       { label: "Budget", render: (r) => (r.budget ? `${fmtMoney(r.budget.amount)} / ${r.budget.period}` : "—") },
