@@ -43,12 +43,21 @@ async def _probe(request: Request[Any, Any, Any]) -> None:
         pass  # no channel: the body's error stands
 
 
+def _has_credential(request: Request[Any, Any, Any]) -> bool:
+    headers = request.headers
+    return bool(headers.get("authorization") or headers.get("x-api-key"))
+
+
 async def auth_first(request: Request[Any, Any, Any]) -> None:
     """The ``before_request`` hook of the `/v1` router (see the module docstring)."""
+    if not _has_credential(request):
+        # No credential at all: the service's 401 comes first (one probe, only for callers that
+        # could not have succeeded anyway), never a 400 about the query or the body. A present
+        # but wrong key on a bodyless route whose query is malformed gets the query's 400: the
+        # query's rules are public (openapi.json), and probing every GET would double its calls.
+        await _probe(request)
     dto = request.route_handler.resolve_data_dto()
-    if dto is None:
-        return
-    model_type = getattr(dto, "model_type", None)
+    model_type = getattr(dto, "model_type", None) if dto is not None else None
     if model_type is None:
         return
     try:

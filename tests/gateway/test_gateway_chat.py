@@ -235,7 +235,9 @@ async def test_missing_key_is_401_from_the_service(app: Any, fake: FakeService) 
             "param": None,
         }
     }
-    assert "authorization" not in fake.chat.received[0].metadata
+    # the service's 401 came from the auth-first probe: the chat call itself was never made
+    assert fake.chat.received == []
+    assert fake.models.received and "authorization" not in fake.models.received[0].metadata
 
 
 async def test_illegal_authorization_value_is_not_forwarded(http: httpx.AsyncClient, fake: FakeService) -> None:

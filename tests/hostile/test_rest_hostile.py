@@ -247,6 +247,21 @@ async def test_a_bad_key_is_401_whatever_the_body(rest, path, body):
     assert r.status_code == 400, r.text
 
 
+@pytest.mark.parametrize(
+    "path", ["/v1/generation", "/v1/generation?id=", "/v1/video/generations?limit=abc", "/v1/video/generations/x",
+             "/v1/models?x=1", "/v1/files/nope/content"],
+)
+async def test_a_get_without_a_key_is_401_whatever_the_query(rest, path):
+    r = await rest.http.get(path)
+    assert r.status_code == 401, (path, r.text)
+    assert r.json()["error"]["type"] == "authentication_error"
+    if not path.endswith(("/v1/generation", "id=", "abc")):  # a well-formed query with a wrong key
+        r = await rest.http.get(path, headers=rest.auth("rk-wrong"))
+        assert r.status_code == 401, (path, r.text)
+    if "?" in path and path.endswith(("id=", "abc")):
+        assert (await rest.http.get(path, headers=rest.auth())).status_code == 400  # the key is good: the query's error
+
+
 async def test_a_revoked_key_is_401_before_the_body(rest):
     key_id = (
         await rest.svc.services.store.get_key_by_hash(
