@@ -62,8 +62,8 @@ class ResponseServiceServicer:
     """
 
     def PutResponse(self, request, context):
-        """Stores (or, for the same key, replaces) a response. ALREADY_EXISTS when the id belongs to
-        another key; INVALID_ARGUMENT for a malformed id or a body / input that is not JSON.
+        """Stores (or, for the same key, replaces) a response. INVALID_ARGUMENT (reason ID_IN_USE) when
+        the id belongs to another key, and for a malformed id or a body / input that is not JSON.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
