@@ -12,7 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import rest, shot
+from console_support import rest, shot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

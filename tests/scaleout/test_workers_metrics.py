@@ -14,8 +14,9 @@ import time
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from raven_procs import ROOT, free_port
-from scaleout.conftest import RAVEN
+from raven_procs import BIN, ROOT, free_port
+
+RAVEN = str(BIN / "raven")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.backends, pytest.mark.timeout(120)]
 
