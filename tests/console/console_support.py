@@ -61,10 +61,11 @@ class Watch:
         assert not [u for u in self.requests if "rk-" in u]  # the key never travels in a URL
 
 
-def shot(page, name: str) -> Path:
+def shot(page, name: str, *, secrets: bool = False) -> Path:
+    """A full-page screenshot; with `secrets`, shown-once secrets are masked (they go in a repo)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"console-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=True, mask=[page.locator("[data-secret]")] if secrets else [])
     return path
 
 

@@ -238,7 +238,7 @@ def test_admin_creates_edits_rotates_and_revokes_a_key(page, raven):
     page.get_by_role("button", name="Copy API key secret").click()
     page.get_by_role("button", name="API key secret copied").wait_for()
     assert page.evaluate("navigator.clipboard.readText()") == secret
-    shot(page, "keys-secret")
+    shot(page, "keys-secret", secrets=True)
     page.get_by_role("button", name="I have stored it").click()
     page.locator("[data-key-id]").filter(has_text="console-made").wait_for()
     assert secret not in page.content()  # shown once, gone with the dialog
