@@ -28,7 +28,6 @@ from raven.v1 import key_service_pb2
 
 __all__ = ["KeyController", "KeysController"]
 
-PageSize = Annotated[int, msgspec.Meta(ge=1, le=100)]
 
 
 class KeyController(Controller):
@@ -65,7 +64,7 @@ class KeysController(Controller):
     async def list_keys(
         self,
         request: Request[Any, Any, Any],
-        limit: Annotated[PageSize, QueryParameter(description="Page size (1 to 100).")] = 50,
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="Page size (1 to 100).")] = 50,
         after: Annotated[str | None, QueryParameter(description="The `next` cursor of the previous page.")] = None,
         include_revoked: Annotated[bool, QueryParameter(description="Include revoked keys.")] = False,
     ) -> Response[KeyList]:
