@@ -20,13 +20,18 @@ PG_URL="${RAVEN_BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/raven_b
 REDIS_URL="${RAVEN_BENCH_REDIS_URL:-redis://127.0.0.1:6379/0}"
 mkdir -p "$HERE/results"
 export RAVEN_BENCH_UPSTREAM_KEY=dummy
-KEY="$("$RAVEN" keys create --name bench --rpm 100000000 --concurrency 100000 --data-dir "$DATA" \
+# SPEC §7: the benchmark's key is credit-limited (RPM, concurrency, credits and usage all on); an
+# unlimited key is the second row, for comparison.
+KEY="$("$RAVEN" keys create --name bench --rpm 100000000 --concurrency 100000 --credits 1000000 --data-dir "$DATA" \
+      --config "$HERE/raven-bench.toml" 2>/dev/null)"
+UKEY="$("$RAVEN" keys create --name bench-unlimited --rpm 100000000 --concurrency 100000 --data-dir "$DATA" \
       --config "$HERE/raven-bench.toml" 2>/dev/null)"
 if [ "${SKIP_SETUP:-0}" != 1 ]; then
   if [ "$PEERS" != "direct" ]; then bash "$SHARED/setup_peers.sh" >&2
   else command -v wrk >/dev/null || bash "$SHARED/setup_peers.sh" >&2; fi
 fi
-targets=(--target "name=raven,url=http://127.0.0.1:18000/v1,model=gpt-4o-mini,key=$KEY,ready_timeout=30,cmd=$RAVEN serve --config $HERE/raven-bench.toml --data-dir $DATA --http-port 18000 --grpc-port 18051")
+targets=(--target "name=raven,url=http://127.0.0.1:18000/v1,model=gpt-4o-mini,key=$KEY,ready_timeout=30,cmd=$RAVEN serve --config $HERE/raven-bench.toml --data-dir $DATA --http-port 18000 --grpc-port 18051"
+         --target "name=raven-unlimited-key,url=http://127.0.0.1:18000/v1,model=gpt-4o-mini,key=$UKEY,ready_timeout=30,cmd=$RAVEN serve --config $HERE/raven-bench.toml --data-dir $DATA --http-port 18000 --grpc-port 18051")
 # Second row: the scale-out backends (PostgreSQL + Redis), when both are reachable.
 if "$PY" - "$PG_URL" <<'PYEOF' 2>/dev/null; then
 import asyncio, sys
@@ -42,7 +47,7 @@ asyncio.run(main())
 PYEOF
   export RAVEN_DATABASE_URL="$PG_URL" RAVEN_REDIS_URL="$REDIS_URL" RAVEN_REDIS_PREFIX="raven-bench:"
   "$RAVEN" db upgrade >/dev/null
-  PGKEY="$("$RAVEN" keys create --name bench --rpm 100000000 --concurrency 100000 2>/dev/null)"
+  PGKEY="$("$RAVEN" keys create --name bench --rpm 100000000 --concurrency 100000 --credits 1000000 2>/dev/null)"
   unset RAVEN_DATABASE_URL RAVEN_REDIS_URL RAVEN_REDIS_PREFIX
   targets+=(--target "name=raven-pg-redis,url=http://127.0.0.1:18002/v1,model=gpt-4o-mini,key=$PGKEY,ready_timeout=30,cmd=env RAVEN_DATABASE_URL=$PG_URL RAVEN_REDIS_URL=$REDIS_URL RAVEN_REDIS_PREFIX=raven-bench: $RAVEN serve --config $HERE/raven-bench.toml --data-dir $DATA/pg --http-port 18002 --grpc-port 18053")
 fi
