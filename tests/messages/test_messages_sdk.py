@@ -2,8 +2,8 @@
 and the `local` simulator (SPEC §13): unary, streamed, a tool round trip with tool_result, usage
 records, count_tokens, and errors in Anthropic's shape.
 
-The gateway runs in-process (httpx.ASGITransport) over both gateway links (a real gRPC channel and
-the in-process one), exactly as the OpenAI SDK tests do.
+The gateway is served by uvicorn on a loopback socket (the SDK opens its own connections) over both
+gateway links: a real gRPC channel and the in-process one `raven serve` uses.
 """
 
 from __future__ import annotations
@@ -33,21 +33,21 @@ WEATHER = {
 
 
 def sdk(rest, key: str | None = None, **kw) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=rest.base, api_key=key or rest.svc.user, max_retries=0,
-                                    http_client=rest.http, **kw)
+    return rest.anthropic(key, **kw)
 
 
 async def test_create_message_text_and_generation_record(rest):
     client = sdk(rest)
     raw = await client.messages.with_raw_response.create(
-        model=CHAT, max_tokens=64, messages=[{"role": "user", "content": "echo: hello from claude"}])
-    msg = raw.parse()
+        model=CHAT, max_tokens=64, messages=[{"role": "user", "content": "echo: hello from claude"}]
+    )
+    msg = await raw.parse()
     assert msg.id.startswith("msg_") and msg.type == "message" and msg.role == "assistant"
     assert msg.model == CHAT
     assert [b.type for b in msg.content] == ["text"]
     assert msg.content[0].text == "hello from claude"
     assert msg.stop_reason == "end_turn" and msg.stop_sequence is None
-    assert msg.usage.output_tokens == 4  # "hello", " from", " claude" ... as the local tokenizer counts
+    assert msg.usage.output_tokens == 3  # "hello", " from", " claude", as the local tokenizer counts
     assert msg.usage.input_tokens > 0
     assert msg.usage.cache_read_input_tokens == 0 and msg.usage.cache_creation_input_tokens == 0
     assert raw.headers["x-ratelimit-limit-requests"] == "10000"
@@ -64,16 +64,25 @@ async def test_system_blocks_max_tokens_and_stop_sequences(rest):
     client = sdk(rest)
     prompt = [{"role": "user", "content": "Write a long essay about rivers."}]
     system = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
-    full = await client.messages.create(model=CHAT, max_tokens=4000, system=system, messages=prompt,
-                                        temperature=0)
+    full = await client.messages.create(
+        model=CHAT, max_tokens=4000, system=system, messages=prompt, extra_body={"temperature": 0}
+    )
     text = full.content[0].text
     assert full.stop_reason == "end_turn"
-    cut = await client.messages.create(model=CHAT, max_tokens=12, system=system, messages=prompt, temperature=0)
+    cut = await client.messages.create(
+        model=CHAT, max_tokens=12, system=system, messages=prompt, extra_body={"temperature": 0}
+    )
     assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 12
     assert text.startswith(cut.content[0].text)
     word = text.split()[20]
-    stopped = await client.messages.create(model=CHAT, max_tokens=4000, system=system, messages=prompt,
-                                           temperature=0, stop_sequences=[word])
+    stopped = await client.messages.create(
+        model=CHAT,
+        max_tokens=4000,
+        system=system,
+        messages=prompt,
+        stop_sequences=[word],
+        extra_body={"temperature": 0},
+    )
     assert stopped.stop_reason == "end_turn" and text.startswith(stopped.content[0].text)
     assert word not in stopped.content[0].text
 
@@ -81,13 +90,21 @@ async def test_system_blocks_max_tokens_and_stop_sequences(rest):
 async def test_stream_events_and_final_message(rest):
     client = sdk(rest)
     kinds: list[str] = []
-    async with client.messages.stream(model=CHAT, max_tokens=500, temperature=0,
-                                      messages=[{"role": "user", "content": "Tell me a story about a fox."}]) as s:
+    async with client.messages.stream(
+        model=CHAT,
+        max_tokens=4000,
+        extra_body={"temperature": 0},
+        messages=[{"role": "user", "content": "Tell me a story about a fox."}],
+    ) as s:
         async for event in s:
             kinds.append(event.type)
         final = await s.get_final_message()
-    unary = await client.messages.create(model=CHAT, max_tokens=500, temperature=0,
-                                         messages=[{"role": "user", "content": "Tell me a story about a fox."}])
+    unary = await client.messages.create(
+        model=CHAT,
+        max_tokens=4000,
+        extra_body={"temperature": 0},
+        messages=[{"role": "user", "content": "Tell me a story about a fox."}],
+    )
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     assert kinds[1] == "content_block_start" and "message_delta" in kinds
     assert kinds.count("content_block_start") == 1 and kinds.count("content_block_stop") == 1
@@ -108,18 +125,28 @@ async def test_tool_use_round_trip_streamed_and_unary(rest):
     uses = [b for b in first.content if b.type == "tool_use"]
     assert len(uses) == 1 and uses[0].name == "get_weather" and uses[0].id.startswith("call_")
     jsonschema.validate(uses[0].input, WEATHER["input_schema"])
-    history = [question, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id,
-                                             "content": "Sunny, 21 degrees"}]}]
+    history = [
+        question,
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "Sunny, 21 degrees"}],
+        },
+    ]
     answer = await client.messages.create(model=CHAT, max_tokens=300, tools=[WEATHER], messages=history)
     assert answer.stop_reason == "end_turn" and [b.type for b in answer.content] == ["text"]
     assert "Sunny, 21 degrees" in answer.content[0].text  # the simulator quotes the tool's result
-    forced = await client.messages.create(model=CHAT, max_tokens=300, tools=[WEATHER],
-                                          tool_choice={"type": "tool", "name": "get_weather"},
-                                          messages=[{"role": "user", "content": "hi"}])
+    forced = await client.messages.create(
+        model=CHAT,
+        max_tokens=300,
+        tools=[WEATHER],
+        tool_choice={"type": "tool", "name": "get_weather"},
+        messages=[{"role": "user", "content": "hi"}],
+    )
     assert forced.stop_reason == "tool_use" and forced.content[-1].type == "tool_use"
-    none = await client.messages.create(model=CHAT, max_tokens=50, tools=[WEATHER], tool_choice={"type": "none"},
-                                        messages=[question])
+    none = await client.messages.create(
+        model=CHAT, max_tokens=50, tools=[WEATHER], tool_choice={"type": "none"}, messages=[question]
+    )
     assert none.stop_reason == "end_turn" and [b.type for b in none.content] == ["text"]
     records = await usage_records(rest.svc.services)
     assert len(records) == 4 and {r.status for r in records} == {"completed"}
@@ -132,30 +159,61 @@ async def test_claude_code_shaped_request_is_tolerated(rest):
     thinking, output_config, context_management, metadata.user_id, deferred tools, a role:system
     entry in messages, thinking + tool_use history with signatures."""
     body = {
-        "model": CHAT, "max_tokens": 32000, "stream": True,
+        "model": CHAT,
+        "max_tokens": 32000,
+        "stream": True,
         "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
-        "thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"},
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "medium"},
         "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
         "metadata": {"user_id": "user_abc_account__session_1"},
-        "tools": [dict(WEATHER, cache_control={"type": "ephemeral"}),
-                  {"name": "Read", "description": "Read a file", "defer_loading": True,
-                   "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}},
-                                    "required": ["file_path"]}},
-                  {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+        "tools": [
+            dict(WEATHER, cache_control={"type": "ephemeral"}),
+            {
+                "name": "Read",
+                "description": "Read a file",
+                "defer_loading": True,
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"file_path": {"type": "string"}},
+                    "required": ["file_path"],
+                },
+            },
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+        ],
         "messages": [
             {"role": "system", "content": "Extra system text."},
             {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo? use get_weather"}]},
-            {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "I should call the tool.", "signature": "EqQBCkYIBxgCKkB"},
-                {"type": "tool_use", "id": "toolu_01A", "name": "get_weather",
-                 "input": {"city": "Oslo", "unit": "celsius"}}]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": [{"type": "text", "text": "Snow"}],
-                 "cache_control": {"type": "ephemeral"}}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "I should call the tool.", "signature": "EqQBCkYIBxgCKkB"},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_01A",
+                        "name": "get_weather",
+                        "input": {"city": "Oslo", "unit": "celsius"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_01A",
+                        "content": [{"type": "text", "text": "Snow"}],
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            },
         ],
     }
-    headers = {"x-api-key": rest.svc.user, "anthropic-version": "2023-06-01",
-               "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27"}
+    headers = {
+        "x-api-key": rest.svc.user,
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27",
+    }
     r = await rest.http.post("/v1/messages?beta=true", json=body, headers=headers)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream")
@@ -170,62 +228,79 @@ async def test_claude_code_shaped_request_is_tolerated(rest):
 async def test_count_tokens_matches_admission_count(rest):
     client = sdk(rest)
     messages = [{"role": "user", "content": "echo: count these words please"}]
-    counted = await client.messages.count_tokens(model=CHAT, messages=messages, tools=[WEATHER],
-                                                 system="Be brief.")
-    created = await client.messages.create(model=CHAT, max_tokens=20, messages=messages, tools=[WEATHER],
-                                           system="Be brief.")
+    counted = await client.messages.count_tokens(model=CHAT, messages=messages, tools=[WEATHER], system="Be brief.")
+    created = await client.messages.create(
+        model=CHAT, max_tokens=20, messages=messages, tools=[WEATHER], system="Be brief."
+    )
     assert counted.input_tokens == created.usage.input_tokens > 0
     plain = await client.messages.count_tokens(model=CHAT, messages=messages)
     assert 0 < plain.input_tokens < counted.input_tokens  # the tool definition counts
     assert len(await usage_records(rest.svc.services)) == 1  # count_tokens records nothing
-    with pytest.raises(anthropic.NotFoundError) as err:
+    # an unknown model is a 400 on every route (SPEC §3), in Anthropic's shape here
+    with pytest.raises(anthropic.BadRequestError) as err:
         await client.messages.count_tokens(model="no/such-model", messages=messages)
-    assert err.value.body["error"]["type"] == "not_found_error"
+    assert err.value.body["error"] == {
+        "type": "invalid_request_error",
+        "message": "The model 'no/such-model' does not exist. See GET /v1/models.",
+    }
 
 
 async def test_errors_in_anthropic_shape(rest):
     with pytest.raises(anthropic.AuthenticationError) as err:
         await sdk(rest, key="rk-not-a-real-key-000000000000000000000").messages.create(
-            model=CHAT, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+            model=CHAT, max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
     assert err.value.status_code == 401
     assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "authentication_error"
     client = sdk(rest)
     with pytest.raises(anthropic.BadRequestError) as err:
-        await client.messages.create(model=CHAT, max_tokens=10, temperature=5.0,
-                                     messages=[{"role": "user", "content": "hi"}])
+        await client.messages.create(
+            model=CHAT, max_tokens=10, extra_body={"temperature": 5.0}, messages=[{"role": "user", "content": "hi"}]
+        )
     assert err.value.body["error"]["type"] == "invalid_request_error"
     assert "temperature" in err.value.body["error"]["message"]
     with pytest.raises(anthropic.BadRequestError) as err:
         await client.messages.create(model=CHAT, max_tokens=10, messages=[{"role": "robot", "content": "hi"}])
     assert "messages[0].role" in err.value.body["error"]["message"]
-    with pytest.raises(anthropic.NotFoundError) as err:
+    with pytest.raises(anthropic.BadRequestError) as err:
         await client.messages.create(model="no/such-model", max_tokens=10, messages=[{"role": "user", "content": "x"}])
-    assert err.value.body["error"]["type"] == "not_found_error"
+    assert err.value.body["error"] == {
+        "type": "invalid_request_error",
+        "message": "The model 'no/such-model' does not exist. See GET /v1/models.",
+    }
     # max_tokens is required; wrong JSON types are 400s (no lenient coercion), bad keys before bodies
-    r = await rest.http.post("/v1/messages", headers={"x-api-key": rest.svc.user},
-                             json={"model": CHAT, "messages": [{"role": "user", "content": "hi"}]})
+    r = await rest.http.post(
+        "/v1/messages",
+        headers={"x-api-key": rest.svc.user},
+        json={"model": CHAT, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 400
-    assert r.json() == {"type": "error", "error": {"type": "invalid_request_error",
-                                                   "message": "Missing required parameter: 'max_tokens'."},
-                        "request_id": r.json()["request_id"]}
-    r = await rest.http.post("/v1/messages", headers={"x-api-key": rest.svc.user},
-                             json={"model": CHAT, "max_tokens": "10", "messages": []})
+    assert r.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "Missing required parameter: 'max_tokens'."},
+        "request_id": r.json()["request_id"],
+    }
+    r = await rest.http.post(
+        "/v1/messages", headers={"x-api-key": rest.svc.user}, json={"model": CHAT, "max_tokens": "10", "messages": []}
+    )
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = await rest.http.post("/v1/messages", headers={"x-api-key": "rk-bad"}, content=b"{not json")
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
-    r = await rest.http.post("/v1/messages", headers={"x-api-key": rest.svc.user},
-                             json={"model": CHAT, "max_tokens": 5, "messages": [
-                                 {"role": "user", "content": [{"type": "text"}]}]})
+    r = await rest.http.post(
+        "/v1/messages",
+        headers={"x-api-key": rest.svc.user},
+        json={"model": CHAT, "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+    )
     assert r.status_code == 400 and "messages[0].content[0].text" in r.json()["error"]["message"]
     assert len(await usage_records(rest.svc.services)) == 0  # bad requests never reach a model
 
 
 async def test_rate_limit_is_429_rate_limit_error(tmp_path):
-    from tests_support import make_rest
+    from messages_support import live_rest
 
     from raven_service.policy.auth import create_key
 
-    async with make_rest(tmp_path) as rest:
+    async with live_rest(tmp_path) as rest:
         _, key = await create_key(rest.svc.services.store, name="slow", rpm=1, concurrency=10)
         client = sdk(rest, key=key)
         await client.messages.create(model=CHAT, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
@@ -236,8 +311,6 @@ async def test_rate_limit_is_429_rate_limit_error(tmp_path):
 
 
 async def test_bearer_auth_token_works_too(rest):
-    client = anthropic.AsyncAnthropic(base_url=rest.base, auth_token=rest.svc.user, max_retries=0,
-                                      http_client=rest.http)
+    client = rest.anthropic(auth_token=rest.svc.user)
     msg = await client.messages.create(model=CHAT, max_tokens=10, messages=[{"role": "user", "content": "echo: ok"}])
     assert msg.content[0].text == "ok"
-
