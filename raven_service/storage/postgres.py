@@ -747,6 +747,7 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
     charged: dict[str, Decimal] = {}
     windows: dict[tuple[str, float], list[Decimal]] = {}  # (key, start) -> [released, charged]
     deltas: dict[rollup.RowKey, rollup.Delta] = {}
+    from_slices: dict[str, Decimal] = {}  # slice hold id -> the costs of this batch's records on it
     new = 0
     for params, hold_id, budget_window, partial in rows:
         if await conn.fetchval(_INSERT_USAGE_NEW, *params) is None:
@@ -756,15 +757,21 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
         key_id, cost = params[1], params[8]
         charged[key_id] = charged.get(key_id, Decimal(0)) + cost
         window = budget_window
-        if hold_id:
-            taken = await _take_from_slice(conn, hold_id, cost) if partial else await conn.fetch(_DROP_HOLD, hold_id)
-            for hold_key, amount, hold_window in taken:
+        if hold_id and partial:  # a credit slice: one take per slice per batch, below
+            from_slices[hold_id] = from_slices.get(hold_id, Decimal(0)) + cost
+        elif hold_id:
+            for hold_key, amount, hold_window in await conn.fetch(_DROP_HOLD, hold_id):
                 released[hold_key] = released.get(hold_key, Decimal(0)) + amount
                 if hold_window is not None:
                     window = hold_window
                     windows.setdefault((hold_key, hold_window), [Decimal(0), Decimal(0)])[0] += amount
         if window is not None:
             windows.setdefault((key_id, float(window)), [Decimal(0), Decimal(0)])[1] += cost
+    for hold_id in sorted(from_slices):  # locked in id order: concurrent batches cannot deadlock
+        for hold_key, amount, hold_window in await _take_from_slice(conn, hold_id, from_slices[hold_id]):
+            released[hold_key] = released.get(hold_key, Decimal(0)) + amount
+            if hold_window is not None:
+                windows.setdefault((hold_key, float(hold_window)), [Decimal(0), Decimal(0)])[0] += amount
     for key_id in sorted(charged.keys() | released.keys()):
         await conn.execute(_APPLY, key_id, released.get(key_id, Decimal(0)), charged.get(key_id, Decimal(0)))
     for key_id, window in sorted(windows):
@@ -777,7 +784,7 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
 
 
 async def _take_from_slice(conn: asyncpg.Connection, hold_id: str, cost: Decimal) -> list[Any]:
-    """A request's share of a credit slice: min(cost, what is left) leaves the slice (the caller
+    """Requests' share of a credit slice: min(cost, what is left) leaves the slice (the caller
     moves it from reserved to used). Nothing when the slice was already returned or swept."""
     row = await conn.fetchrow(_SLICE_ROW, hold_id)
     if row is None:

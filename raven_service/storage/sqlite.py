@@ -710,6 +710,7 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
     charged: dict[str, int] = {}
     windows: dict[tuple[str, float], list[int]] = {}  # (key, start) -> [released, charged]
     deltas: dict[rollup.RowKey, rollup.Delta] = {}
+    from_slices: dict[str, int] = {}  # slice hold id -> the costs of this batch's records on it
     new = 0
     for params, hold_id, budget_window, partial in rows:
         if conn.execute(_INSERT_USAGE, params).rowcount != 1:
@@ -719,18 +720,21 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
         key_id, cost = params[1], params[8]
         charged[key_id] = charged.get(key_id, 0) + cost
         window = budget_window
-        if hold_id:
-            if partial:
-                taken = _take_from_slice(conn, hold_id, cost)
-            else:
-                taken = conn.execute(_DROP_HOLD, (hold_id,)).fetchall()
-            for hold_key, amount, hold_window in taken:
+        if hold_id and partial:  # a credit slice: one take per slice per batch, below
+            from_slices[hold_id] = from_slices.get(hold_id, 0) + cost
+        elif hold_id:
+            for hold_key, amount, hold_window in conn.execute(_DROP_HOLD, (hold_id,)).fetchall():
                 released[hold_key] = released.get(hold_key, 0) + amount
                 if hold_window is not None:
                     window = hold_window
                     windows.setdefault((hold_key, hold_window), [0, 0])[0] += amount
         if window is not None:
             windows.setdefault((key_id, window), [0, 0])[1] += cost
+    for hold_id, cost in from_slices.items():
+        for hold_key, amount, hold_window in _take_from_slice(conn, hold_id, cost):
+            released[hold_key] = released.get(hold_key, 0) + amount
+            if hold_window is not None:
+                windows.setdefault((hold_key, hold_window), [0, 0])[0] += amount
     for key_id in charged.keys() | released.keys():
         conn.execute(_APPLY, (released.get(key_id, 0), charged.get(key_id, 0), key_id))
     for (key_id, window), (freed, spent) in windows.items():
@@ -742,7 +746,7 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
 
 
 def _take_from_slice(conn: sqlite3.Connection, hold_id: str, cost: int) -> list[tuple[str, int, float | None]]:
-    """A request's share of a credit slice: min(cost, what is left) leaves the slice (the caller
+    """Requests' share of a credit slice: min(cost, what is left) leaves the slice (the caller
     moves it from reserved to used). Nothing when the slice was already returned or swept."""
     row = conn.execute(_SLICE_ROW, (hold_id,)).fetchone()
     if row is None:
