@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: serve test generate check-generated lint bench clean codex browser screenshots
+.PHONY: serve test generate check-generated lint bench clean codex claude browser screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,17 @@ codex: $(CODEX)
 
 $(CODEX):
 	npm install --silent --no-audit --no-fund --prefix .tools/codex @openai/codex@$(CODEX_VERSION)
+
+# Claude Code for the e2e tier (tests/e2e/test_claude_code.py runs `make claude`): the npm package
+# ships the native binary; installed into a project-local folder, pinned. npm warns EBADENGINE on
+# Node 20 (the package asks for a newer Node); the native binary does not use Node.
+CLAUDE_CODE_VERSION ?= 2.1.332
+CLAUDE := .tools/claude-code/node_modules/.bin/claude
+
+claude: $(CLAUDE)
+
+$(CLAUDE):
+	npm install --silent --no-audit --no-fund --prefix .tools/claude-code @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 
 clean:
 	rm -rf $(VENV) .raven .pytest_cache

@@ -8,7 +8,9 @@ minimum/maximum and both forms of exclusiveMinimum/exclusiveMaximum, multipleOf,
 min/maxLength, pattern (simple regular expressions are generated, others fall back), format
 (date, date-time, time, email, uri, uuid, hostname, ipv4, ipv6 ...), anyOf/oneOf (first
 usable branch), allOf (merged), and $ref to local JSON pointers (#/$defs, #/definitions).
-Recursive schemas are cut short by dropping optional parts beyond a nesting depth.
+Recursive schemas are cut short by dropping optional parts beyond a nesting depth. Optional boolean
+properties take their default (false when none is given), and a command-like string property
+(``command``, ``cmd`` ...) the prompt's first `code span`.
 
 Hostile schemas (SPEC §10): every generation runs under a `Budget` (values produced, characters
 produced, wall time); past it `BudgetExceeded` is raised instead of growing without bound (a
@@ -274,7 +276,14 @@ class _Generator:
 
         out: dict[str, Any] = {}
         for prop in order:
-            out[prop] = self.value(self._property_schema(schema, prop), depth + 1, prop)
+            sub = self._property_schema(schema, prop)
+            flag = isinstance(sub, dict) and sub.get("type") == "boolean" and not sub.keys() & {"enum", "const"}
+            if flag and prop not in required:
+                # an optional flag stays at its default (false), as a model leaves flags it was not
+                # asked for: an agent's `run_in_background` or `dangerouslyDisableSandbox`
+                out[prop] = sub["default"] if isinstance(sub.get("default"), bool) else False
+                continue
+            out[prop] = self.value(sub, depth + 1, prop)
 
         wants_extra = not props and isinstance(additional, dict) and depth < _MAX_DEPTH
         target = max(min_props, len(out) + (self.rng.randint(1, 2) if wants_extra else 0))
@@ -647,6 +656,17 @@ def _query(rng: random.Random, hints: Hints) -> str:
     return " ".join(hints.keywords[:6]) or rng.choice(words.TOPICS)
 
 
+_CODE_SPAN = re.compile(r"`([^`\n]{1,200})`")
+
+
+def _command(rng: random.Random, hints: Hints) -> str:
+    """A command-like value: the prompt's first `code span` when it has one (a user asking an agent
+    to "run `pwd`"), otherwise a word of the prompt."""
+    if (span := _CODE_SPAN.search(hints.text[:4000])) is not None:
+        return span.group(1)
+    return rng.choice([k for k in hints.keywords if k.isascii()] or list(words.NOUNS))
+
+
 def _title(rng: random.Random, hints: Hints) -> str:
     return " ".join(w.capitalize() for w in _topic_words(rng, hints, 3))
 
@@ -668,6 +688,7 @@ _TEXT_BY_NAME: tuple[tuple[frozenset[str], Callable[[random.Random, Hints], str]
     (frozenset({"full_name"}), lambda rng, hints: _full_name(rng)),
     (frozenset({"last_name", "surname"}), lambda rng, hints: rng.choice(words.SURNAMES)),
     (frozenset({"query", "q", "search", "prompt", "question", "term", "keywords", "input"}), _query),
+    (frozenset({"command", "cmd", "shell_command", "script"}), _command),
     (frozenset({"unit", "units"}), lambda rng, hints: rng.choice(("celsius", "fahrenheit"))),
     (frozenset({"color", "colour"}), lambda rng, hints: rng.choice(words.COLORS)),
     (frozenset({"language", "lang"}), lambda rng, hints: "en"),

@@ -3,7 +3,8 @@
 `compose_reply` returns the whole, uncut reply for a conversation; the provider cuts it for
 `max_tokens` and `stop` afterwards, so a cut reply is always a prefix of the uncut one.
 
-- `echo: <text>` as the last user message: the reply is exactly `<text>`;
+- `echo: <text>` as the last user message: the reply is exactly `<text>` (text parts that are an
+  agent's `<system-reminder>` context are not the user's words: they are ignored here and below);
 - the last message is a tool result: a reply that quotes what the tool returned;
 - `response_format` json_object / json_schema: a JSON document (the schema is honoured);
 - a request for a story / essay / long or detailed text / N words: several hundred tokens;
@@ -40,11 +41,24 @@ _LONG_RANGE = (400, 800)
 _MAX_TARGET = 3000  # stays under the catalogue max_output_tokens (4096)
 
 
+_CONTEXT_PART = "<system-reminder>"
+
+
+def user_words(message: Message) -> str:
+    """What the user wrote in `message`: its text without the context that coding agents add to a
+    user turn as separate text parts (Claude Code puts `<system-reminder>` blocks before the prompt)."""
+    if message.parts:
+        return "".join(
+            p.text for p in message.parts if p.type == "text" and not p.text.lstrip().startswith(_CONTEXT_PART)
+        )
+    return message.content or ""
+
+
 def last_user_text(messages: Sequence[Message]) -> str:
-    """The text of the last user message ("" if there is none)."""
+    """What the user wrote in the last user message ("" if there is none)."""
     for message in reversed(messages):
         if message.role == "user":
-            return message.text()
+            return user_words(message)
     return ""
 
 
@@ -52,7 +66,7 @@ def echo_text(messages: Sequence[Message]) -> str | None:
     """The text to echo when the last message is a user `echo:` directive, else None."""
     if not messages or messages[-1].role != "user":
         return None
-    text = messages[-1].text()
+    text = user_words(messages[-1])
     if not text.startswith(ECHO_PREFIX):
         return None
     rest = text[len(ECHO_PREFIX) :]
