@@ -79,11 +79,11 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     async def CountTokens(
         self, request: chat_service_pb2.CountTokensRequest, context: grpc.aio.ServicerContext
     ) -> chat_service_pb2.CountTokensResponse:
-        await authenticate(self._auth, context)
+        principal = await authenticate(self._auth, context)
         try:
             req = ChatRequest(model=request.model, messages=convert.messages(request.messages),
                               tools=convert.tools(request.tools))
-            model, tokens = self._chat.count_tokens(req)
+            model, tokens = self._chat.count_tokens(principal, req)
         except Exception as exc:  # a RavenError, or a bug: INTERNAL without its text (logged)
             await abort(context, exc)
             raise

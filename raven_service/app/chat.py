@@ -32,9 +32,9 @@ from raven_service.core.types import (
     UsageRecord,
     UsageReport,
 )
+from raven_service.policy.governance import check_inference, check_model
 from raven_service.routing.catalogue import Catalogue, bound_name, filter_params
 from raven_service.routing.router import Outcome, Router, Target
-
 
 #: Generation id prefix by ingress dialect (the id is the key to GetGeneration either way).
 _ID_PREFIX = {"messages": "msg_"}
@@ -108,11 +108,14 @@ class ChatUseCase:
         self._admitter = admitter
         self._request_timeout = request_timeout
 
-    def count_tokens(self, req: ChatRequest) -> tuple[ModelInfo, int]:
+    def count_tokens(self, principal: Principal, req: ChatRequest) -> tuple[ModelInfo, int]:
         """The model and the prompt tokens of `req`, counted as admission counts them (nothing is
-        admitted or recorded: Anthropic's count_tokens)."""
+        admitted or recorded: Anthropic's count_tokens). The key must be one that may call the
+        model (inference scope, models allow-list), as for the request it prepares."""
         validate_chat(req)
         model = self._catalogue.resolve(req.model, "chat")
+        check_inference(principal)
+        check_model(principal, model.id)
         return model, count_message_tokens(req.messages, req.tools)
 
     @contextlib.asynccontextmanager

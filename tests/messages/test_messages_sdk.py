@@ -314,3 +314,33 @@ async def test_bearer_auth_token_works_too(rest):
     client = rest.anthropic(auth_token=rest.svc.user)
     msg = await client.messages.create(model=CHAT, max_tokens=10, messages=[{"role": "user", "content": "echo: ok"}])
     assert msg.content[0].text == "ok"
+
+
+async def test_count_tokens_checks_the_key_allow_list_and_scope(tmp_path):
+    """count_tokens answers only for a model the key may call, as create does (403 permission_error)."""
+    from messages_support import live_rest
+
+    from raven_service.core.types import KeyPatch
+    from raven_service.policy.auth import create_key
+
+    async with live_rest(tmp_path) as rest:
+        store = rest.svc.services.store
+        _, embed_only = await create_key(
+            store, name="embed", rpm=100, concurrency=10, patch=KeyPatch(models=("raven/local-embed",))
+        )
+        _, admin_only = await create_key(store, name="ops", rpm=100, concurrency=10, admin=True, scopes=("admin",))
+        messages = [{"role": "user", "content": "hi"}]
+        for key, text in (
+            (embed_only, "This API key may not use the model 'raven/local-chat'."),
+            (admin_only, "This API key has no 'inference' scope: it may not call models."),
+        ):
+            client = rest.anthropic(key)
+            with pytest.raises(anthropic.PermissionDeniedError) as err:
+                await client.messages.count_tokens(model=CHAT, messages=messages)
+            assert err.value.body["error"] == {"type": "permission_error", "message": text}
+            with pytest.raises(anthropic.PermissionDeniedError) as err:
+                await client.messages.create(model=CHAT, max_tokens=5, messages=messages)
+            assert err.value.body["error"] == {"type": "permission_error", "message": text}
+        allowed = await rest.anthropic().messages.count_tokens(model=CHAT, messages=messages)
+        assert allowed.input_tokens > 0
+        assert await usage_records(rest.svc.services) == []
