@@ -33,6 +33,8 @@ stream into Anthropic's event stream.
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -56,9 +58,11 @@ from raven.v1 import chat_pb2, chat_service_pb2, usage_pb2
 
 __all__ = [
     "EventRenderer",
+    "Origins",
     "count_request",
     "message_from_proto",
     "messages_request",
+    "rename_fields",
     "split_betas",
     "stop_reason",
 ]
@@ -112,6 +116,82 @@ def _struct(value: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- JSON -> proto
+
+
+@dataclass(slots=True)
+class Origins:
+    """Where each message of the translated request came from in the Messages body, so that a
+    field the service rejects is named as the client wrote it (``messages[3].tool_call_id`` of the
+    chat shape is ``messages[1].content[0].tool_use_id`` here)."""
+
+    #: per chat message: ``system``, ``messages[i]`` or ``messages[i].content[j]`` (a tool_result)
+    messages: list[str] = field(default_factory=list)
+    #: per chat message: the block each content part came from
+    parts: list[list[str]] = field(default_factory=list)
+    #: per chat message: the ``tool_use`` block of each tool call
+    calls: list[list[str]] = field(default_factory=list)
+
+    def add(self, origin: str, parts: list[str] | None = None, calls: list[str] | None = None) -> None:
+        self.messages.append(origin)
+        self.parts.append(parts or [])
+        self.calls.append(calls or [])
+
+    def param(self, param: str) -> str:
+        """The Messages name of a chat-shaped request field (the same name when it has none)."""
+        if (top := _TOP_PARAMS.get(param)) is not None:
+            return top
+        if (m := _TOOL_PARAM.match(param)) is not None:
+            rest = m[2]
+            for chat, ours in _TOOL_FIELDS:
+                if rest.startswith(chat):
+                    return f"tools[{m[1]}]{ours}{rest[len(chat) :]}"
+            return f"tools[{m[1]}]"
+        if (m := _MESSAGE_PARAM.match(param)) is None or int(m[1]) >= len(self.messages):
+            return param
+        n, rest = int(m[1]), m[2]
+        base = self.messages[n]
+        if rest.startswith(".tool_call_id") and ".content[" in base:
+            return f"{base}.tool_use_id"
+        if (sub := _INDEXED.match(rest)) is not None:
+            k, tail = int(sub[2]), sub[3]
+            blocks = self.calls[n] if sub[1] == "tool_calls" else self.parts[n]
+            if k >= len(blocks):
+                return base
+            for chat, ours in _CALL_FIELDS if sub[1] == "tool_calls" else _PART_FIELDS:
+                if tail.startswith(chat):
+                    return blocks[k] + ours
+            return blocks[k]
+        if rest in (".role", ".content") and base.startswith("messages[") and ".content[" not in base:
+            return base + rest
+        return base
+
+
+def rename_fields(error: ApiError, origins: Origins) -> ApiError:
+    """``error`` with the field it names (``param`` and the quoted name in the message) as the
+    Messages body spells it; a 400 of the service names fields of the chat shape."""
+    if error.status_code != 400 or not error.param:
+        return error
+    ours = origins.param(error.param)
+    if ours == error.param:
+        return error
+    message = error.message.replace(f"'{error.param}'", f"'{ours}'")
+    return ApiError(error.status_code, message, code=error.code, param=ours, headers=error.headers)
+
+
+_TOP_PARAMS: Final = {
+    "stop": "stop_sequences",
+    "user": "metadata.user_id",
+    "max_completion_tokens": "max_tokens",
+    "reasoning": "thinking",
+    "reasoning.budget_tokens": "thinking.budget_tokens",
+    "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+}
+_TOOL_PARAM: Final = re.compile(r"^tools\[(\d+)\](?:\.function)?(.*)$")
+_TOOL_FIELDS: Final = ((".parameters", ".input_schema"), (".name", ".name"), (".description", ".description"))
+_MESSAGE_PARAM: Final = re.compile(r"^messages\[(\d+)\](.*)$")
+_INDEXED: Final = re.compile(r"^\.(tool_calls|content|content_parts)\[(\d+)\](.*)$")
+_CALL_FIELDS: Final = ((".function.arguments", ".input"), (".function.name", ".name"), (".id", ".id"))
+_PART_FIELDS: Final = ((".text", ".text"), (".image_url", ".source"))
 
 
 def split_betas(header: str | None) -> list[str]:
@@ -203,6 +283,10 @@ def _user_message(blocks: list[dict[str, Any]], parts: list[chat_pb2.ContentPart
     return chat_pb2.ChatMessage(role="user", content_parts=parts, anthropic_content=_encode_json(blocks).decode())
 
 
+def _pending_origin(where: str, part_blocks: list[str]) -> list[str]:
+    return part_blocks or [where]
+
+
 def _tool_result(block: dict[str, Any], where: str) -> chat_pb2.ChatMessage:
     call_id = _str_field(block, "tool_use_id", where)
     message = chat_pb2.ChatMessage(role="tool", tool_call_id=call_id, anthropic_content=_encode_json([block]).decode())
@@ -232,28 +316,34 @@ def _tool_result(block: dict[str, Any], where: str) -> chat_pb2.ChatMessage:
     return message
 
 
-def _user_turn(content: list[dict[str, Any]], where: str, out: list[chat_pb2.ChatMessage]) -> None:
+def _user_turn(content: list[dict[str, Any]], where: str, out: list[chat_pb2.ChatMessage], origins: Origins) -> None:
     pending: list[dict[str, Any]] = []
     parts: list[chat_pb2.ContentPart] = []
+    part_blocks: list[str] = []
     for j, block in enumerate(content):
         at = f"{where}.content[{j}]"
         kind = _block_type(block, at)
         if kind == "tool_result":
             if pending:
                 out.append(_user_message(pending, parts))
-                pending, parts = [], []
+                origins.add(where, _pending_origin(where, part_blocks))
+                pending, parts, part_blocks = [], [], []
             out.append(_tool_result(block, at))
+            origins.add(at, [f"{at}.content[{k}]" for k in range(len(out[-1].content_parts))])
             continue
         pending.append(block)
         if (part := _user_part(block, kind, at)) is not None:
             parts.append(part)
+            part_blocks.append(at)
     if pending:
         out.append(_user_message(pending, parts))
+        origins.add(where, _pending_origin(where, part_blocks))
 
 
-def _assistant_turn(content: list[dict[str, Any]], where: str) -> chat_pb2.ChatMessage:
+def _assistant_turn(content: list[dict[str, Any]], where: str, origins: Origins) -> chat_pb2.ChatMessage:
     message = chat_pb2.ChatMessage(role="assistant", anthropic_content=_encode_json(content).decode())
     texts: list[str] = []
+    calls: list[str] = []
     for j, block in enumerate(content):
         at = f"{where}.content[{j}]"
         kind = _block_type(block, at)
@@ -263,6 +353,7 @@ def _assistant_turn(content: list[dict[str, Any]], where: str) -> chat_pb2.ChatM
             arguments = block.get("input", {})
             if not isinstance(arguments, dict):
                 raise _bad(f"{at}.input", f"'{at}.input' must be an object.", "invalid_type")
+            calls.append(at)
             message.tool_calls.append(
                 chat_pb2.ToolCall(
                     id=_str_field(block, "id", at),
@@ -282,6 +373,7 @@ def _assistant_turn(content: list[dict[str, Any]], where: str) -> chat_pb2.ChatM
         # server_tool_use, web_search_tool_result ...: Anthropic upstreams only (anthropic_content)
     if texts:
         message.content = "".join(texts)
+    origins.add(where, calls=calls)
     return message
 
 
@@ -298,10 +390,14 @@ def _system_message(system: str | list[dict[str, Any]], where: str) -> chat_pb2.
     )
 
 
-def _chat_messages(system: str | list[dict[str, Any]] | None, turns: list[InputMessage]) -> list[chat_pb2.ChatMessage]:
+def _chat_messages(
+    system: str | list[dict[str, Any]] | None, turns: list[InputMessage], origins: Origins
+) -> list[chat_pb2.ChatMessage]:
     head: list[chat_pb2.ChatMessage] = []
+    heads = Origins()
     if system is not None and system != "" and system != []:
         head.append(_system_message(system, "system"))
+        heads.add("system")
     out: list[chat_pb2.ChatMessage] = []
     for i, turn in enumerate(turns):
         where = f"messages[{i}]"
@@ -310,18 +406,22 @@ def _chat_messages(system: str | list[dict[str, Any]] | None, turns: list[InputM
             raise _bad(f"{where}.content", f"'{where}.content' must not be empty.")
         if turn.role == "system":  # Claude Code sends one: it belongs to the system prompt
             head.append(_system_message(content, where))
+            heads.add(where)
         elif turn.role == "user":
             if isinstance(content, str):
                 out.append(chat_pb2.ChatMessage(role="user", content=content))
+                origins.add(where)
             else:
-                _user_turn(content, where, out)
+                _user_turn(content, where, out, origins)
         elif turn.role == "assistant":
             if isinstance(content, str):
                 out.append(chat_pb2.ChatMessage(role="assistant", content=content))
+                origins.add(where)
             else:
-                out.append(_assistant_turn(content, where))
+                out.append(_assistant_turn(content, where, origins))
         else:
             raise _bad(f"{where}.role", f"'{where}.role' must be 'user' or 'assistant', got '{turn.role[:40]}'.")
+    origins.messages[:0], origins.parts[:0], origins.calls[:0] = heads.messages, heads.parts, heads.calls
     return head + out
 
 
@@ -380,9 +480,9 @@ def _tool_choice(choice: ToolChoice, extra: dict[str, Any]) -> chat_pb2.ToolChoi
     raise _bad("tool_choice.type", f"'tool_choice.type' must be auto, any, tool or none, got '{choice.type[:40]}'.")
 
 
-def _request_fields(body: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
+def _request_fields(body: MessagesRequest | CountTokensRequest, origins: Origins) -> dict[str, Any]:
     extra = dict(extra_fields(body))
-    fields: dict[str, Any] = {"model": body.model, "messages": _chat_messages(body.system, body.messages)}
+    fields: dict[str, Any] = {"model": body.model, "messages": _chat_messages(body.system, body.messages, origins)}
     if body.tools:
         fields["tools"] = [_tool(tool, i) for i, tool in enumerate(body.tools)]
     if isinstance(body, CountTokensRequest):
@@ -412,25 +512,28 @@ def _request_fields(body: MessagesRequest | CountTokensRequest) -> dict[str, Any
     return fields
 
 
-def messages_request(body: MessagesRequest, message_type: type[M], betas: list[str]) -> M:
-    """The Create/StreamChatCompletionRequest for a Messages request body.
+def messages_request(body: MessagesRequest, message_type: type[M], betas: list[str]) -> tuple[M, Origins]:
+    """The Create/StreamChatCompletionRequest for a Messages request body, and where its messages
+    came from (to name the fields of the service's 400s as the client wrote them).
 
     Raises:
         ApiError: 400 naming the field when the body cannot be translated.
     """
-    fields = _request_fields(body)
+    origins = Origins()
+    fields = _request_fields(body, origins)
     if betas:
         fields["anthropic_beta"] = betas
     try:
-        return message_type(**fields)
+        return message_type(**fields), origins
     except (ValueError, TypeError, OverflowError, DecodeError, EncodeError, RecursionError):
         raise ApiError(400, "Invalid request: a value cannot be represented.", code="invalid_value") from None
 
 
-def count_request(body: CountTokensRequest) -> chat_service_pb2.CountTokensRequest:
-    """The CountTokensRequest for a count_tokens body."""
+def count_request(body: CountTokensRequest) -> tuple[chat_service_pb2.CountTokensRequest, Origins]:
+    """The CountTokensRequest for a count_tokens body, and where its messages came from."""
+    origins = Origins()
     try:
-        return chat_service_pb2.CountTokensRequest(**_request_fields(body))
+        return chat_service_pb2.CountTokensRequest(**_request_fields(body, origins)), origins
     except (ValueError, TypeError, OverflowError, DecodeError, EncodeError, RecursionError):
         raise ApiError(400, "Invalid request: a value cannot be represented.", code="invalid_value") from None
 

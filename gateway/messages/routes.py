@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+import grpc
 from litestar import Controller, Request, post
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
@@ -21,13 +22,14 @@ from litestar.response import Response, Stream
 from gateway.backend import DEADLINE, backend_of, call_metadata, settings_of, unary
 from gateway.body import StrictJSON
 from gateway.encoding import json_response
-from gateway.errors import forwarded_headers
+from gateway.errors import as_api_error, forwarded_headers
 from gateway.messages.convert import (
     PING,
     EventRenderer,
     count_request,
     message_from_proto,
     messages_request,
+    rename_fields,
     split_betas,
 )
 from gateway.messages.errors import ANTHROPIC_EXCEPTION_HANDLERS
@@ -115,9 +117,12 @@ class MessagesController(Controller):
         betas = split_betas(request.headers.get("anthropic-beta"))
         if data.stream:
             return await _stream(request, data, metadata, betas)  # type: ignore[return-value]
-        message = messages_request(data, chat_service_pb2.CreateChatCompletionRequest, betas)
+        message, origins = messages_request(data, chat_service_pb2.CreateChatCompletionRequest, betas)
         reply: chat_service_pb2.CreateChatCompletionResponse
-        reply, headers = await unary(backend_of(request).chat.CreateChatCompletion, message, metadata)
+        try:
+            reply, headers = await unary(backend_of(request).chat.CreateChatCompletion, message, metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise rename_fields(as_api_error(request, exc), origins) from None
         return json_response(message_from_proto(reply), headers)
 
     @post(
@@ -135,7 +140,11 @@ class MessagesController(Controller):
     ) -> Response[CountTokensResponse]:
         """Count the input tokens of a request without creating a message."""
         reply: chat_service_pb2.CountTokensResponse
-        reply, headers = await unary(backend_of(request).chat.CountTokens, count_request(data), call_metadata(request))
+        message, origins = count_request(data)
+        try:
+            reply, headers = await unary(backend_of(request).chat.CountTokens, message, call_metadata(request))
+        except grpc.aio.AioRpcError as exc:
+            raise rename_fields(as_api_error(request, exc), origins) from None
         return json_response(CountTokensResponse(input_tokens=reply.input_tokens), headers)
 
 
@@ -147,10 +156,13 @@ async def _stream(
 ) -> Stream:
     """Start the stream; fail with a real HTTP status if the call fails before its first message."""
     keepalive = settings_of(request).keepalive_interval
-    message = messages_request(data, chat_service_pb2.StreamChatCompletionRequest, betas)
+    message, origins = messages_request(data, chat_service_pb2.StreamChatCompletionRequest, betas)
     call = backend_of(request).chat.StreamChatCompletion(message, metadata=metadata, timeout=DEADLINE[0])
     stream: RpcStream[chat_service_pb2.StreamChatCompletionResponse]
-    stream, first = await open_stream(call, keepalive)
+    try:
+        stream, first = await open_stream(call, keepalive)
+    except grpc.aio.AioRpcError as exc:
+        raise rename_fields(as_api_error(request, exc), origins) from None
     headers = forwarded_headers(stream.initial_metadata)
     headers.update(SSE_HEADERS)
     renderer = EventRenderer()

@@ -344,3 +344,52 @@ async def test_count_tokens_checks_the_key_allow_list_and_scope(tmp_path):
         allowed = await rest.anthropic().messages.count_tokens(model=CHAT, messages=messages)
         assert allowed.input_tokens > 0
         assert await usage_records(rest.svc.services) == []
+
+
+async def test_service_400s_name_the_field_as_the_messages_body_spells_it(rest):
+    """The service validates the chat shape; the client reads the names of its own request."""
+    client = sdk(rest)
+    hi = [{"role": "user", "content": "hi"}]
+    cases = [
+        (
+            {"messages": hi, "tools": [{"name": "bad name!", "input_schema": {"type": "object"}}]},
+            "'tools[0].name' must be 1-64 characters of a-z, A-Z, 0-9, _ or -.",
+        ),
+        (
+            {"messages": hi, "tools": [WEATHER, {"name": "f", "input_schema": {"type": "string", "minLength": 10**6}}]},
+            "'tools[1].input_schema' exceeds a JSON Schema limit: minLength is 1e+06 (at most 10,000).",
+        ),
+        (
+            {"messages": hi, "stop_sequences": ["a", "b", "c", "d", "e"]},
+            "'stop_sequences' accepts at most 4 sequences.",
+        ),
+        # system first, then a user turn split at its tool_result: chat message 3 is messages[1].content[1]
+        (
+            {
+                "system": "Be brief.",
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "a"},
+                            {"type": "tool_result", "tool_use_id": "", "content": "x"},
+                        ],
+                    },
+                ],
+            },
+            "'messages[1].content[1].tool_use_id' is required for tool messages.",
+        ),
+    ]
+    for body, message in cases:
+        with pytest.raises(anthropic.BadRequestError) as err:
+            await client.messages.create(model=CHAT, max_tokens=10, **body)
+        assert err.value.body["error"] == {"type": "invalid_request_error", "message": message}
+        with pytest.raises(anthropic.BadRequestError) as err:  # the stream's 400 before any event
+            async with client.messages.stream(model=CHAT, max_tokens=10, **body) as s:
+                await s.get_final_message()
+        assert err.value.body["error"] == {"type": "invalid_request_error", "message": message}
+    with pytest.raises(anthropic.BadRequestError) as err:
+        await client.messages.count_tokens(model=CHAT, **cases[0][0])
+    assert err.value.body["error"]["message"] == cases[0][1]
+    assert len(await usage_records(rest.svc.services)) == 0
