@@ -541,10 +541,13 @@ def count_request(body: CountTokensRequest) -> tuple[chat_service_pb2.CountToken
 # ------------------------------------------------------------------------------- proto -> JSON
 
 
-def stop_reason(finish: str, native: str) -> str | None:
-    """Anthropic's ``stop_reason`` for a chat finish reason (the native one when it is Anthropic's)."""
+def stop_reason(finish: str, native: str, stop_sequence: str = "") -> str | None:
+    """Anthropic's ``stop_reason`` for a chat finish reason (the native one when it is Anthropic's;
+    ``stop_sequence`` when the provider said which sequence stopped the text)."""
     if native in ANTHROPIC_STOP_REASONS:
         return native
+    if finish == "stop" and stop_sequence:
+        return "stop_sequence"
     return _STOP_BY_FINISH.get(finish, "end_turn" if finish else None)
 
 
@@ -579,6 +582,7 @@ def message_from_proto(reply: chat_service_pb2.CreateChatCompletionResponse) -> 
     """The Anthropic ``message`` of a unary reply."""
     content: list[dict[str, Any]] = []
     stop: str | None = None
+    sequence: str | None = None
     if reply.choices:
         choice = reply.choices[0]
         message = choice.message
@@ -589,12 +593,14 @@ def message_from_proto(reply: chat_service_pb2.CreateChatCompletionResponse) -> 
             {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
             for c in message.tool_calls
         )
-        stop = stop_reason(choice.finish_reason, choice.native_finish_reason)
+        stop = stop_reason(choice.finish_reason, choice.native_finish_reason, choice.stop_sequence)
+        sequence = choice.stop_sequence if stop == "stop_sequence" and choice.stop_sequence else None
     return Message(
         id=reply.id,
         model=reply.model,
         content=content,
         stop_reason=stop,
+        stop_sequence=sequence,
         usage=usage_json(reply.usage) if reply.HasField("usage") else MessagesUsage(input_tokens=0, output_tokens=0),
         provider=reply.provider or msgspec.UNSET,
     )
@@ -624,7 +630,7 @@ class EventRenderer:
     (or a failed call) gives an ``error`` event.
     """
 
-    __slots__ = ("_block", "_index", "_kind", "_reasoning", "_started", "_stop", "_tools", "id", "model")
+    __slots__ = ("_block", "_index", "_kind", "_reasoning", "_sequence", "_started", "_stop", "_tools", "id", "model")
 
     def __init__(self) -> None:
         """Start before message_start."""
@@ -637,6 +643,7 @@ class EventRenderer:
         self._tools: dict[int, int] = {}  # tool-call index -> block index
         self._reasoning = -1
         self._stop: str | None = None
+        self._sequence: str | None = None
 
     def _message_start(self, message: chat_service_pb2.StreamChatCompletionResponse) -> bytes:
         self._started = True
@@ -718,7 +725,9 @@ class EventRenderer:
             if choice.HasField("finish_reason") and choice.finish_reason != "error":
                 frames += self._close()
                 native = choice.native_finish_reason if choice.HasField("native_finish_reason") else ""
-                self._stop = stop_reason(choice.finish_reason, native)
+                sequence = choice.stop_sequence if choice.HasField("stop_sequence") else ""
+                self._stop = stop_reason(choice.finish_reason, native, sequence)
+                self._sequence = sequence if self._stop == "stop_sequence" and sequence else None
         if message.HasField("error"):
             error = message.error
             frames += self._close()
@@ -727,7 +736,7 @@ class EventRenderer:
             frames += self._close()
             ending = {
                 "type": "message_delta",
-                "delta": {"stop_reason": self._stop or "end_turn", "stop_sequence": None},
+                "delta": {"stop_reason": self._stop or "end_turn", "stop_sequence": self._sequence},
                 "usage": msgspec.to_builtins(usage_json(message.usage)),
             }
             frames += _event(b"message_delta", encode(ending)) + _STOP_EVENT

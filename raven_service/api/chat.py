@@ -68,7 +68,8 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
             model=done.model,
             created=done.created,
             choices=[chat_pb2.ChatChoice(index=0, message=message, finish_reason=r.finish_reason,
-                                         native_finish_reason=r.native_finish_reason)],
+                                         native_finish_reason=r.native_finish_reason,
+                                         stop_sequence=r.stop_sequence)],
             usage=convert.usage(r.prompt_tokens, r.completion_tokens, done.cost, r.usage_estimated,
                                 cached=r.cached_tokens, cache_creation=r.cache_creation_tokens,
                                 reasoning=r.reasoning_tokens),
@@ -147,7 +148,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
                         failed_native = ev.native
                         continue
                     choice = Choice(index=0, delta=Delta(), finish_reason=ev.reason,
-                                    native_finish_reason=ev.native)
+                                    native_finish_reason=ev.native, stop_sequence=ev.stop_sequence or None)
                 elif type(ev) is Served:
                     provider = ev.provider
                     continue

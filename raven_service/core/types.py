@@ -200,6 +200,8 @@ class ReasoningDelta(Frozen, frozen=True, tag="reasoning"):
 class Finish(Frozen, frozen=True, tag="finish"):
     reason: str  # one of FinishReason
     native: str = ""
+    #: The stop sequence that ended the text, when the provider says which ("" otherwise).
+    stop_sequence: str = ""
 
 
 class UsageReport(Frozen, frozen=True, tag="usage"):
@@ -233,6 +235,8 @@ class ChatResult(Frozen, frozen=True):
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
     reasoning_tokens: int = 0
+    #: The stop sequence that ended the text, when the provider says which ("" otherwise).
+    stop_sequence: str = ""
 
 
 class ProviderChatRequest(Frozen, frozen=True):

@@ -114,7 +114,8 @@ def result_events(result: ChatResult) -> list[ChatEvent]:
         events.append(TextDelta(text=result.content))
     for i, call in enumerate(result.tool_calls):
         events.append(ToolCallDelta(index=i, id=call.id, name=call.name, arguments=call.arguments))
-    events.append(Finish(reason=result.finish_reason, native=result.native_finish_reason))
+    events.append(Finish(reason=result.finish_reason, native=result.native_finish_reason,
+                         stop_sequence=result.stop_sequence))
     events.append(UsageReport(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
                               estimated=result.usage_estimated, cached_tokens=result.cached_tokens,
                               cache_creation_tokens=result.cache_creation_tokens,

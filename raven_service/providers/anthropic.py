@@ -181,6 +181,7 @@ class _Message(msgspec.Struct):
     type: str = ""  # "message", or "error" for an error body
     content: list[_Block] | None = None
     stop_reason: str | None = None
+    stop_sequence: str | None = None
     usage: _Usage | None = None
     error: Any = None
 
@@ -192,6 +193,7 @@ class _Delta(msgspec.Struct):
     thinking: str | None = None  # thinking_delta
     signature: str | None = None  # signature_delta
     stop_reason: str | None = None  # message_delta
+    stop_sequence: str | None = None  # message_delta
 
 
 class _Event(msgspec.Struct):
@@ -497,8 +499,8 @@ class _Call:
 class _StreamState(StreamStateBase):
     """Per-stream translation state: Anthropic events in, core events out (into `out`)."""
 
-    __slots__ = ("cache_creation", "cache_read", "calls", "input_tokens", "output_tokens", "stop_reason", "text",
-                 "thinking")
+    __slots__ = ("cache_creation", "cache_read", "calls", "input_tokens", "output_tokens", "stop_reason",
+                 "stop_sequence", "text", "thinking")
 
     def __init__(self, provider: str, secrets: Sequence[str]) -> None:
         super().__init__(provider, secrets)
@@ -510,6 +512,7 @@ class _StreamState(StreamStateBase):
         self.cache_read = 0
         self.output_tokens: int | None = None
         self.stop_reason: str | None = None
+        self.stop_sequence = ""
 
     @property
     def finished(self) -> bool:
@@ -562,6 +565,7 @@ class _StreamState(StreamStateBase):
         elif kind == "message_delta":
             if ev.delta is not None and ev.delta.stop_reason:
                 self.stop_reason = ev.delta.stop_reason
+                self.stop_sequence = ev.delta.stop_sequence or ""
             self.usage(ev.usage)
         elif kind == "message_stop":
             self.done = True
@@ -626,7 +630,8 @@ class _StreamState(StreamStateBase):
     def ending(self, request: ChatRequest) -> tuple[Finish, UsageReport]:
         """The closing Finish and UsageReport."""
         native = self.stop_reason or ""
-        finish = Finish(reason=normalise_stop_reason(native, bool(self.calls)), native=native)
+        finish = Finish(reason=normalise_stop_reason(native, bool(self.calls)), native=native,
+                        stop_sequence=self.stop_sequence)
         prompt = self.input_tokens
         completion = self.output_tokens
         if prompt is not None and completion is not None:
@@ -770,6 +775,7 @@ class AnthropicProvider:
             tool_calls=tuple(calls),
             finish_reason=normalise_stop_reason(native, bool(calls)),
             native_finish_reason=native,
+            stop_sequence=message.stop_sequence or "",
             prompt_tokens=prompt,
             completion_tokens=completion,
             usage_estimated=estimated,

@@ -306,3 +306,36 @@ async def test_stream_thinking_signatures_and_server_tools_reach_the_client(env)
     assert sent[1] == {"type": "redacted_thinking", "data": redacted}
     records = await usage_records(rest.svc.services)
     assert len(records) == 2 and records[0].cached_tokens == usage["cache_read_input_tokens"]
+
+
+async def test_stop_sequence_of_the_upstream_reaches_the_client(env):
+    rest, fake = env
+    body = message("It is snow", stop_reason="stop_sequence")
+    body["stop_sequence"] = "ing"
+    fake.script(Scenario.json(body))
+    unary = await client(rest).messages.create(
+        model=MODEL, max_tokens=50, stop_sequences=["ing", "END"], messages=[{"role": "user", "content": "Weather?"}]
+    )
+    assert fake.last.json["stop_sequences"] == ["ing", "END"]
+    assert (unary.stop_reason, unary.stop_sequence, unary.content[0].text) == ("stop_sequence", "ing", "It is snow")
+    ending = message_delta("stop_sequence", 3)
+    ending["delta"]["stop_sequence"] = "END"
+    fake.script(
+        stream(
+            [
+                message_start(10, 1),
+                content_block_start(0, {"type": "text", "text": ""}),
+                text_delta(0, "Done"),
+                content_block_stop(0),
+                ending,
+                message_stop(),
+            ]
+        )
+    )
+    async with client(rest).messages.stream(
+        model=MODEL, max_tokens=50, stop_sequences=["ing", "END"], messages=[{"role": "user", "content": "Go"}]
+    ) as s:
+        final = await s.get_final_message()
+    assert (final.stop_reason, final.stop_sequence, final.content[0].text) == ("stop_sequence", "END", "Done")
+    records = await usage_records(rest.svc.services)
+    assert [(r.finish_reason, r.native_finish_reason) for r in records] == [("stop", "stop_sequence")] * 2

@@ -83,8 +83,20 @@ async def test_system_blocks_max_tokens_and_stop_sequences(rest):
         stop_sequences=[word],
         extra_body={"temperature": 0},
     )
-    assert stopped.stop_reason == "end_turn" and text.startswith(stopped.content[0].text)
-    assert word not in stopped.content[0].text
+    assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", word)
+    assert text.startswith(stopped.content[0].text) and word not in stopped.content[0].text
+    async with client.messages.stream(
+        model=CHAT,
+        max_tokens=4000,
+        system=system,
+        messages=prompt,
+        stop_sequences=["zzz-never", word],
+        extra_body={"temperature": 0},
+    ) as s:
+        streamed = await s.get_final_message()
+    assert (streamed.stop_reason, streamed.stop_sequence) == ("stop_sequence", word)
+    assert streamed.content[0].text == stopped.content[0].text
+    assert (full.stop_sequence, cut.stop_sequence) == (None, None)
 
 
 async def test_stream_events_and_final_message(rest):

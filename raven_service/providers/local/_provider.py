@@ -99,15 +99,19 @@ def _rng_for(request: ChatRequest) -> random.Random:
     return random.Random(f"{request.seed or 0}:{digest}")
 
 
-def _cut(text: str, pieces: Sequence[str], max_tokens: int | None, stop: Sequence[str]) -> tuple[int, str]:
-    """Where the reply ends (a character offset into `text`) and why ("stop" or "length")."""
+def _cut(
+    text: str, pieces: Sequence[str], max_tokens: int | None, stop: Sequence[str]
+) -> tuple[int, str, str]:
+    """Where the reply ends (a character offset into `text`), why ("stop" or "length") and the
+    stop sequence that ended it ("" if none did)."""
     limit, reason = len(text), "stop"
     if max_tokens is not None and max_tokens < len(pieces):
         limit, reason = sum(len(p) for p in pieces[: max(0, max_tokens)]), "length"
-    hits = [i for s in stop if s and (i := text.find(s)) != -1 and i + len(s) <= limit]
+    hits = [(i, s) for s in stop if s and (i := text.find(s)) != -1 and i + len(s) <= limit]
     if hits:
-        limit, reason = min(hits), "stop"
-    return limit, reason
+        limit, matched = min(hits, key=lambda hit: hit[0])
+        return limit, "stop", matched
+    return limit, reason, ""
 
 
 class _Pacer:
@@ -208,6 +212,7 @@ class LocalProvider:
             tool_calls=tool_calls,
             finish_reason=finish.reason,
             native_finish_reason=finish.native,
+            stop_sequence=finish.stop_sequence,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             usage_estimated=False,
@@ -225,7 +230,7 @@ class LocalProvider:
                 yield event
             return
         pieces = tokenize(text)
-        limit, reason = _cut(text, pieces, request.max_tokens, request.stop)
+        limit, reason, matched = _cut(text, pieces, request.max_tokens, request.stop)
         position = emitted = 0
         for piece in pieces:
             if position >= limit:
@@ -235,7 +240,7 @@ class LocalProvider:
             await pacer.tick()
             emitted += 1
             yield TextDelta(text=chunk)
-        yield Finish(reason=reason, native=reason)
+        yield Finish(reason=reason, native=reason, stop_sequence=matched)
         yield UsageReport(prompt_tokens=prompt_tokens, completion_tokens=emitted, estimated=False)
 
     async def _planned(self, request: ChatRequest, rng: random.Random) -> tuple[list[ToolCall], str]:
