@@ -155,8 +155,10 @@ class Ledger:
             if not self._memory and not self._spooled:
                 self._wake.clear()
                 await self._wake.wait()
-                if self._interval > 0 and not self._closing:
-                    await asyncio.sleep(self._interval)  # gather a batch
+            if self._interval > 0 and not self._closing and len(self._memory) < self._batch:
+                # Gather a batch, also under steady traffic: writing again as soon as the previous
+                # write returned would make one small transaction per few requests.
+                await asyncio.sleep(self._interval)
             if self._memory:
                 batch = [self._memory[i] for i in range(min(self._batch, len(self._memory)))]
                 await self._write(batch)
