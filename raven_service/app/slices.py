@@ -68,14 +68,17 @@ class SliceBank:
     credits: CreditStore
     owner: str
     ttl: float = 30.0
-    #: A slice holds this many worst cases of the request that leased it.
+    #: A slice holds this many worst cases of the request that leased it (at first: see `max_factor`).
     factor: int = 32
+    #: Each slice a key uses up makes its next one twice as big, up to this many worst cases.
+    max_factor: int = 512
     #: A slice nobody used for this long goes back to the store.
     idle_seconds: float = 2.0
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _slices: dict[SliceKey, list[Slice]] = field(default_factory=dict)
     _locks: dict[SliceKey, asyncio.Lock] = field(default_factory=dict)
+    _growth: dict[SliceKey, int] = field(default_factory=dict)  # the factor of the key's next lease
     _background: set[asyncio.Task[object]] = field(default_factory=set)
     #: Slices whose return failed (store outage): retried by every tick, so none stays held.
     _unreturned: set[str] = field(default_factory=set)
@@ -96,20 +99,31 @@ class SliceBank:
             piece = self._carve(key, worst)
             if piece is not None:
                 return piece
-            hold = CreditHold(id="slice_" + uuid.uuid4().hex, key_id=key_id, amount=worst * self.factor,
-                              owner=self.owner, expires_at=self.wall() + self.ttl, budget_window=window)
-            task = asyncio.ensure_future(self.credits.reserve_hold(hold))
-            try:
-                ok = await asyncio.shield(task)
-            except asyncio.CancelledError:
-                # The lease may still land: keep the slice if it does (it is renewed and returned
-                # like any other), so nothing leaks.
-                task.add_done_callback(lambda t: self._adopt(key, hold, t))
-                raise
-            if not ok:
-                return None
-            self._slices.setdefault(key, []).append(Slice(hold=hold, last_used=self.clock()))
-            return self._carve(key, worst)
+            # Slow start: a key that used up its last slice gets one twice as big (up to
+            # `max_factor` worst cases), so a busy key leases rarely; a refused big lease retries
+            # at the base size before the caller falls back to an exact hold.
+            grown = min(self._growth.get(key, self.factor), self.max_factor)
+            for factor in dict.fromkeys((grown, self.factor)):
+                hold = await self._lease(key, worst * factor, window)
+                if hold is not None:
+                    self._growth[key] = factor * 2
+                    self._slices.setdefault(key, []).append(Slice(hold=hold, last_used=self.clock()))
+                    return self._carve(key, worst)
+            self._growth.pop(key, None)
+            return None
+
+    async def _lease(self, key: SliceKey, amount: Decimal, window: float | None) -> CreditHold | None:
+        hold = CreditHold(id="slice_" + uuid.uuid4().hex, key_id=key[0], amount=amount, owner=self.owner,
+                          expires_at=self.wall() + self.ttl, budget_window=window)
+        task = asyncio.ensure_future(self.credits.reserve_hold(hold))
+        try:
+            ok = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The lease may still land: keep the slice if it does (it is renewed and returned
+            # like any other), so nothing leaks.
+            task.add_done_callback(lambda t: self._adopt(key, hold, t))
+            raise
+        return hold if ok else None
 
     def _adopt(self, key: SliceKey, hold: CreditHold, task: asyncio.Future[bool]) -> None:
         if not task.cancelled() and task.exception() is None and task.result():
@@ -188,6 +202,8 @@ class SliceBank:
             return
         s.closed = True
         self._slices[key].remove(s)
+        if s.users == 0 and s.free * self.factor >= s.hold.amount:
+            self._growth.pop(key, None)  # returned with room left (idle): the key slowed down
         await self._return(s.hold.id)
 
     async def _return(self, hold_id: str) -> None:

@@ -40,9 +40,17 @@ async def test_pieces_come_from_one_slice_and_the_store_holds_the_slice(store) -
     assert len({p.hold_id for p in pieces}) == 1  # four pieces, one lease
     holds = await store.list_holds(key.id)
     assert [(h.amount, h.owner) for h in holds] == [(Decimal("2.0"), "i-1")]
-    fifth = await bank.take(key.id, Decimal("0.5"), None)  # the slice is full: a second lease
-    assert fifth is not None and fifth.hold_id != pieces[0].hold_id
-    assert (await store.get_key(key.id)).credits_reserved == Decimal("4.0")
+    fifth = await bank.take(key.id, Decimal("0.5"), None)  # the slice is full: a second lease,
+    assert fifth is not None and fifth.hold_id != pieces[0].hold_id  # twice as big (slow start)
+    assert sorted(h.amount for h in await store.list_holds(key.id)) == [Decimal("2.0"), Decimal("4.0")]
+    assert (await store.get_key(key.id)).credits_reserved == Decimal("6.0")
+    for _ in range(7):
+        assert (await bank.take(key.id, Decimal("0.5"), None)).hold_id == fifth.hold_id
+    # the next lease would be 8.0 but only 4.0 is left: it retries at the base size
+    sixth = await bank.take(key.id, Decimal("0.5"), None)
+    assert sixth is not None
+    assert sorted(h.amount for h in await store.list_holds(key.id)) == [Decimal("2.0"), Decimal("2.0"), Decimal("4.0")]
+    assert (await store.get_key(key.id)).credits_reserved == Decimal("8.0") <= Decimal("10")
 
 
 async def test_a_slice_never_exceeds_the_balance_so_the_caller_holds_exactly(store) -> None:
