@@ -22,12 +22,11 @@ from gateway.files import FilesController
 from gateway.health import healthz
 from gateway.images import ImagesController
 from gateway.keys import KeyController, KeysController
-from gateway.keys import KeyController, KeysController
 from gateway.messages import MessagesController
 from gateway.metrics import GatewayMetrics, metrics_endpoint
 from gateway.models import ModelsController
-from gateway.responses import ResponsesController
 from gateway.openapi import BEARER, openapi_config, openapi_json
+from gateway.responses import ResponsesController
 from gateway.usage import GenerationController, GenerationsController, UsageController
 from gateway.videos import VideosController
 

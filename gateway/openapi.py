@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 from litestar import Request, get
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+    SecurityRequirement,
+    SecurityScheme,
+)
 from litestar.response import Response
 
 from gateway.docs_assets import CSS_URL, FAVICON, JS_URL, PRESET_URL
@@ -59,8 +69,9 @@ def openapi_config() -> OpenAPIConfig:
         path="/docs",
         render_plugins=[
             # Assets from the gateway itself (gateway/docs_assets.py): the page works offline.
-            SwaggerRenderPlugin(path="/", js_url=JS_URL, css_url=CSS_URL, standalone_preset_js_url=PRESET_URL,
-                                favicon=FAVICON),
+            SwaggerRenderPlugin(
+                path="/", js_url=JS_URL, css_url=CSS_URL, standalone_preset_js_url=PRESET_URL, favicon=FAVICON
+            ),
             JsonRenderPlugin(path="/openapi.json"),
         ],
         components=Components(
@@ -81,3 +92,19 @@ def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
         document = encode(request.app.openapi_schema.to_schema())
         state.openapi_document = document
     return Response(document, media_type="application/json")
+
+
+def streaming_operation(sse_description: str) -> type[Operation]:
+    """An `operation_class` documenting that the route's 200 may also be ``text/event-stream``
+    (the streaming dialects: chat, messages, responses), with `sse_description` as its schema."""
+
+    @dataclass
+    class StreamingOperation(Operation):
+        def __post_init__(self) -> None:
+            ok = (self.responses or {}).get("200")
+            if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+                ok.content["text/event-stream"] = OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING, description=sse_description)
+                )
+
+    return StreamingOperation

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
 
 from litestar import Controller, Request, post
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import JSONBody
 from litestar.response import Response, Stream
 
@@ -16,7 +14,7 @@ from gateway.chat.convert import ChunkRenderer, chat_request, completion_from_pr
 from gateway.chat.schemas import ChatCompletion, ChatCompletionRequest
 from gateway.encoding import json_response
 from gateway.errors import forwarded_headers
-from gateway.openapi import ERROR_RESPONSES
+from gateway.openapi import ERROR_RESPONSES, streaming_operation
 from gateway.sse import RpcStream, open_stream, sse_events
 from raven.v1 import chat_service_pb2
 
@@ -37,18 +35,6 @@ _DESCRIPTION = (
 )
 
 
-@dataclass
-class _ChatOperation(Operation):
-    """Documents that the 200 response may also be ``text/event-stream``."""
-
-    def __post_init__(self) -> None:
-        ok = (self.responses or {}).get("200")
-        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
-            ok.content["text/event-stream"] = OpenAPIMediaType(
-                schema=Schema(type=OpenAPIType.STRING, description="SSE: chat.completion.chunk events, then [DONE].")
-            )
-
-
 class ChatController(Controller):
     """Chat completions."""
 
@@ -64,7 +50,7 @@ class ChatController(Controller):
         return_dto=None,
         status_code=200,
         responses=ERROR_RESPONSES,
-        operation_class=_ChatOperation,
+        operation_class=streaming_operation("SSE: chat.completion.chunk events, then [DONE]."),
     )
     async def create_chat_completion(
         self, request: Request[Any, Any, Any], data: JSONBody[ChatCompletionRequest]
@@ -72,7 +58,7 @@ class ChatController(Controller):
         """Create a chat completion (``stream: true`` answers with SSE)."""
         metadata = call_metadata(request)
         if data.stream:
-            # Litestar documents the 200 from this annotation (ChatCompletion); _ChatOperation adds the SSE
+            # Litestar documents the 200 from this annotation (ChatCompletion); streaming_operation adds the SSE
             # variant. A Stream is a Response of another content type, so the annotation cannot say it.
             return await _stream(request, data, metadata)  # type: ignore[return-value]
         message = chat_request(data, chat_service_pb2.CreateChatCompletionRequest)

@@ -9,13 +9,11 @@ upstreams. Errors, including the 401 of a bad key and the 429s of limits, have A
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
 
 import grpc
 from litestar import Controller, Request, post
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import JSONBody
 from litestar.response import Response, Stream
 
@@ -40,6 +38,7 @@ from gateway.messages.schemas import (
     Message,
     MessagesRequest,
 )
+from gateway.openapi import streaming_operation
 from gateway.sse import RpcStream, open_stream, sse_events
 from raven.v1 import chat_service_pb2
 
@@ -79,18 +78,6 @@ _DESCRIPTION = (
 )
 
 
-@dataclass
-class _MessagesOperation(Operation):
-    """Documents that the 200 response may also be ``text/event-stream``."""
-
-    def __post_init__(self) -> None:
-        ok = (self.responses or {}).get("200")
-        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
-            ok.content["text/event-stream"] = OpenAPIMediaType(
-                schema=Schema(type=OpenAPIType.STRING, description="SSE: Anthropic message stream events.")
-            )
-
-
 class MessagesController(Controller):
     """Anthropic Messages API."""
 
@@ -107,7 +94,7 @@ class MessagesController(Controller):
         return_dto=None,
         status_code=200,
         responses=ERROR_RESPONSES,
-        operation_class=_MessagesOperation,
+        operation_class=streaming_operation("SSE: Anthropic message stream events."),
     )
     async def create_message(
         self, request: Request[Any, Any, Any], data: JSONBody[MessagesRequest]

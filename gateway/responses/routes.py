@@ -22,7 +22,7 @@ from gateway.backend import DEADLINE, backend_of, call_metadata, settings_of, un
 from gateway.body import StrictJSON
 from gateway.encoding import encode
 from gateway.errors import ApiError, forwarded_headers
-from gateway.openapi import ERROR_RESPONSES
+from gateway.openapi import ERROR_RESPONSES, streaming_operation
 from gateway.responses.convert import (
     ResponseTranslator,
     chat_request,
@@ -71,6 +71,7 @@ class ResponsesController(Controller):
         return_dto=None,
         status_code=200,
         responses=ERROR_RESPONSES,
+        operation_class=streaming_operation("SSE: Responses API semantic events, each with its sequence_number."),
     )
     async def create_response(
         self, request: Request[Any, Any, Any], data: JSONBody[ResponsesRequest]

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from fakes.openai_upstream import FakeOpenAI, Scenario
+from fakes.openai_upstream import FakeOpenAI
 from test_store_outage import CuttableProxy, _drop, _fresh_database
 
 from raven_service.config import load_settings

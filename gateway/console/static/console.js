@@ -791,7 +791,8 @@
     const columns = [
       { label: "Key", render: (r) => h("div", { "data-key-id": r.id }, h("strong", { text: r.name }), " ",
         r.revoked ? h("span", { class: "badge-revoked", text: "revoked" }) : null, h("br"), h("code", { class: "muted", text: r.id }), h("br"),
-        h("span", { class: "muted", text: (r.scopes || []).join(", ") })) },
+        h("span", { class: "muted", text: (r.scopes || []).join(", ") }), h("br"),
+        h("span", { class: "muted", text: r.expires_at ? `expires ${fmtTime(r.expires_at)}` : "never expires" })) },
       { label: "Actions", render: (r) => (r.revoked ? "—" : h("div", { class: "rowactions" },
         h("button", { type: "button", class: "small", text: "Edit", "aria-label": `Edit ${r.name}`, onclick: () => editKey(r, reload) }),
         h("button", { type: "button", class: "small", text: "Rotate", "aria-label": `Rotate ${r.name}`, onclick: () => rotateKey(r, reload) }),
@@ -800,7 +801,6 @@
       { label: `Credits used (${currency()})`, num: true, render: creditsOf },
       { label: "Budget", render: (r) => (r.budget ? `${fmtMoney(r.budget.amount)} / ${r.budget.period}` : "—") },
       { label: "Models", render: (r) => ((r.models || []).length ? r.models.join(", ") : "all") },
-      { label: "Expires", render: (r) => (r.expires_at ? fmtTime(r.expires_at) : "never") },
     ];
     const list = h("div", { id: "key-list" });
     const more = h("button", { type: "button", text: "Load more", hidden: next ? null : true });
