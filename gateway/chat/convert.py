@@ -64,7 +64,7 @@ def chat_request(body: ChatCompletionRequest, message_type: type[M]) -> M:
         raise ApiError(400, "Invalid request: a value cannot be represented.", code="invalid_value") from None
 
 
-def _depth(value: Any) -> int:
+def json_depth(value: Any) -> int:
     """The nesting depth of a JSON value (a scalar is 0, ``{}`` is 1), without recursion."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
@@ -82,9 +82,10 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _struct_value(value: dict[str, Any], param: str) -> dict[str, Any]:
-    """``value`` if a google.protobuf.Struct can carry it, else the 400 naming ``param``."""
-    if _depth(value) > MAX_STRUCT_DEPTH:
+def struct_value(value: dict[str, Any], param: str) -> dict[str, Any]:
+    """``value`` if a google.protobuf.Struct can carry it, else the 400 naming ``param`` (shared by
+    every dialect that sends a JSON schema or free JSON through a Struct)."""
+    if json_depth(value) > MAX_STRUCT_DEPTH:
         raise ApiError(400, f"'{param}' is nested too deeply (at most {MAX_STRUCT_DEPTH} levels).",
                        code="invalid_value", param=param)
     return value
@@ -119,7 +120,7 @@ def _request_fields(body: ChatCompletionRequest) -> dict[str, Any]:
         fields["models"] = body.models
     if extra := extra_fields(body):
         for key, value in extra.items():
-            _struct_value({key: value}, key)
+            struct_value({key: value}, key)
         fields["extra_body"] = extra
     return fields
 
@@ -167,7 +168,7 @@ def _tool(tool: ToolDefinition, index: int) -> chat_pb2.Tool:
     if function.description is not None:
         proto.description = function.description
     if function.parameters is not None:
-        proto.parameters.update(_struct_value(function.parameters, f"tools[{index}].function.parameters"))
+        proto.parameters.update(struct_value(function.parameters, f"tools[{index}].function.parameters"))
     if function.strict is not None:
         proto.strict = function.strict
     return proto
@@ -180,7 +181,7 @@ def _response_format(fmt: ResponseFormat) -> chat_pb2.ResponseFormat:
         if spec.description is not None:
             proto.json_schema.description = spec.description
         if spec.schema is not None:
-            proto.json_schema.schema.update(_struct_value(spec.schema, "response_format.json_schema.schema"))
+            proto.json_schema.schema.update(struct_value(spec.schema, "response_format.json_schema.schema"))
         if spec.strict is not None:
             proto.json_schema.strict = spec.strict
     return proto

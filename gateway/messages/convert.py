@@ -42,7 +42,7 @@ import msgspec
 from google.protobuf.message import DecodeError, EncodeError
 
 from gateway.body import extra_fields
-from gateway.chat.convert import MAX_STRUCT_DEPTH
+from gateway.chat.convert import struct_value
 from gateway.encoding import encode
 from gateway.errors import ApiError
 from gateway.messages.errors import error_event
@@ -91,28 +91,6 @@ def _bad(param: str, message: str, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, code=code, param=param)
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of a JSON value, iteratively."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        depth += 1
-        deepest = max(deepest, depth)
-        stack.extend((child, depth) for child in children)
-    return deepest
-
-
-def _struct(value: dict[str, Any], param: str) -> dict[str, Any]:
-    if _depth(value) > MAX_STRUCT_DEPTH:
-        raise _bad(param, f"'{param}' is nested too deeply (at most {MAX_STRUCT_DEPTH} levels).")
-    return value
 
 
 # ------------------------------------------------------------------------------- JSON -> proto
@@ -437,7 +415,7 @@ def _tool(tool: dict[str, Any], index: int) -> chat_pb2.Tool:
         if schema is not None:
             if not isinstance(schema, dict):
                 raise _bad(f"{where}.input_schema", f"'{where}.input_schema' must be an object.", "invalid_type")
-            proto.parameters.update(_struct(schema, f"{where}.input_schema"))
+            proto.parameters.update(struct_value(schema, f"{where}.input_schema"))
         description = tool.get("description")
         if isinstance(description, str):
             proto.description = description
@@ -507,7 +485,7 @@ def _request_fields(body: MessagesRequest | CountTokensRequest, origins: Origins
         extra["thinking"] = msgspec.to_builtins(body.thinking)
     if extra:
         for key, value in extra.items():
-            _struct({key: value}, key)
+            struct_value({key: value}, key)
         fields["extra_body"] = extra
     return fields
 

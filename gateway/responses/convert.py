@@ -30,6 +30,7 @@ import msgspec
 from google.protobuf.message import DecodeError, EncodeError
 
 from gateway.body import extra_fields
+from gateway.chat.convert import struct_value
 from gateway.encoding import decimal_number, encode
 from gateway.errors import ApiError
 from gateway.responses.schemas import (
@@ -55,7 +56,6 @@ logger = logging.getLogger("raven.gateway")
 M = TypeVar("M", chat_service_pb2.CreateChatCompletionRequest, chat_service_pb2.StreamChatCompletionRequest)
 
 #: The deepest JSON a google.protobuf.Struct field may carry (see gateway.chat.convert).
-MAX_STRUCT_DEPTH = 32
 _ROLES: Final = frozenset({"user", "assistant", "system", "developer"})
 _TEXT_PARTS: Final = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 #: Input item types of tools Raven does not serve: ignored, as those tools are.
@@ -76,28 +76,6 @@ _ENVELOPE: Final = "raven1:"
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _depth(value: Any) -> int:
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        depth += 1
-        deepest = max(deepest, depth)
-        stack.extend((child, depth) for child in children)
-    return deepest
-
-
-def _struct_value(value: dict[str, Any], param: str) -> dict[str, Any]:
-    if _depth(value) > MAX_STRUCT_DEPTH:
-        raise ApiError(400, f"'{param}' is nested too deeply (at most {MAX_STRUCT_DEPTH} levels).",
-                       code="invalid_value", param=param)
-    return value
 
 
 def _bad(param: str, message: str, code: str = "invalid_value") -> ApiError:
@@ -313,7 +291,7 @@ def _tools(raw_tools: list[Any]) -> tuple[list[chat_pb2.Tool], list[str]]:
             if not isinstance(parameters, dict):
                 raise _bad(f"{param}.parameters", f"Invalid value for '{param}.parameters': expected an object.",
                            "invalid_type")
-            tool.parameters.update(_struct_value(parameters, f"{param}.parameters"))
+            tool.parameters.update(struct_value(parameters, f"{param}.parameters"))
         strict = raw.get("strict")
         if isinstance(strict, bool):
             tool.strict = strict
@@ -354,7 +332,7 @@ def _response_format(body: ResponsesRequest) -> chat_pb2.ResponseFormat | None:
         proto.json_schema.name = fmt.name or "response"
         if fmt.description is not None:
             proto.json_schema.description = fmt.description
-        proto.json_schema.schema.update(_struct_value(fmt.schema, "text.format.schema"))
+        proto.json_schema.schema.update(struct_value(fmt.schema, "text.format.schema"))
         if fmt.strict is not None:
             proto.json_schema.strict = fmt.strict
     return proto
@@ -381,7 +359,7 @@ def _extra(body: ResponsesRequest) -> dict[str, Any]:
         if value is not None:
             extra[key] = value
     for key, value in extra.items():
-        _struct_value({key: value}, key)
+        struct_value({key: value}, key)
     return extra
 
 
