@@ -100,7 +100,8 @@ _INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ({_placeholders(_KE
 _KEY_BY_ID = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1"
 _KEY_BY_HASH = (
     f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1 "
-    f"UNION ALL SELECT {_KEY_COLUMNS} FROM api_keys WHERE previous_secret_hash = $1 LIMIT 1"
+    f"UNION ALL SELECT {_KEY_COLUMNS} FROM api_keys WHERE previous_secret_hash = $1 "
+    "AND previous_secret_hash <> '' LIMIT 1"  # the partial index's predicate; an empty hash matches no key
 )
 _INSERT_USAGE = (
     f"INSERT INTO usage_records ({_USAGE_COLUMNS}) VALUES ({_placeholders(_USAGE_COLUMNS)}) ON CONFLICT (id) DO NOTHING"
@@ -748,6 +749,7 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
     windows: dict[tuple[str, float], list[Decimal]] = {}  # (key, start) -> [released, charged]
     deltas: dict[rollup.RowKey, rollup.Delta] = {}
     from_slices: dict[str, Decimal] = {}  # slice hold id -> the costs of this batch's records on it
+    unnamed: dict[str, Decimal] = {}  # slice hold id -> those of its costs whose settlement named no window
     new = 0
     for params, hold_id, budget_window, partial in rows:
         if await conn.fetchval(_INSERT_USAGE_NEW, *params) is None:
@@ -759,6 +761,8 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
         window = budget_window
         if hold_id and partial:  # a credit slice: one take per slice per batch, below
             from_slices[hold_id] = from_slices.get(hold_id, Decimal(0)) + cost
+            if window is None:  # charged to the slice's window below, as a whole hold's would be
+                unnamed[hold_id] = unnamed.get(hold_id, Decimal(0)) + cost
         elif hold_id:
             for hold_key, amount, hold_window in await conn.fetch(_DROP_HOLD, hold_id):
                 released[hold_key] = released.get(hold_key, Decimal(0)) + amount
@@ -771,7 +775,9 @@ async def _settle(conn: asyncpg.Connection, rows: Sequence[tuple[tuple[Any, ...]
         for hold_key, amount, hold_window in await _take_from_slice(conn, hold_id, from_slices[hold_id]):
             released[hold_key] = released.get(hold_key, Decimal(0)) + amount
             if hold_window is not None:
-                windows.setdefault((hold_key, float(hold_window)), [Decimal(0), Decimal(0)])[0] += amount
+                books = windows.setdefault((hold_key, float(hold_window)), [Decimal(0), Decimal(0)])
+                books[0] += amount
+                books[1] += unnamed.get(hold_id, Decimal(0))
     for key_id in sorted(charged.keys() | released.keys()):
         await conn.execute(_APPLY, key_id, released.get(key_id, Decimal(0)), charged.get(key_id, Decimal(0)))
     for key_id, window in sorted(windows):

@@ -219,10 +219,13 @@ class SqliteStore:
         return None if row is None else _key_from_row(row)
 
     async def get_key_by_hash(self, secret_hash: str) -> ApiKey | None:
-        """The authentication hot path: one lookup on the unique secret_hash index."""
+        """The authentication hot path: one lookup on the unique secret_hash index (then on the
+        partial previous-hash index: `!= ''` lets SQLite use it, and a never-rotated key's empty
+        previous hash never matches)."""
         row = await self._fetchone(
             f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?1 "
-            f"UNION ALL SELECT {_KEY_COLUMNS} FROM api_keys WHERE previous_secret_hash = ?1 LIMIT 1",
+            f"UNION ALL SELECT {_KEY_COLUMNS} FROM api_keys WHERE previous_secret_hash = ?1 "
+            "AND previous_secret_hash != '' LIMIT 1",
             (secret_hash,),
         )
         return None if row is None else _key_from_row(row)
@@ -711,6 +714,7 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
     windows: dict[tuple[str, float], list[int]] = {}  # (key, start) -> [released, charged]
     deltas: dict[rollup.RowKey, rollup.Delta] = {}
     from_slices: dict[str, int] = {}  # slice hold id -> the costs of this batch's records on it
+    unnamed: dict[str, int] = {}  # slice hold id -> those of its costs whose settlement named no window
     new = 0
     for params, hold_id, budget_window, partial in rows:
         if conn.execute(_INSERT_USAGE, params).rowcount != 1:
@@ -722,6 +726,8 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
         window = budget_window
         if hold_id and partial:  # a credit slice: one take per slice per batch, below
             from_slices[hold_id] = from_slices.get(hold_id, 0) + cost
+            if window is None:  # charged to the slice's window below, as a whole hold's would be
+                unnamed[hold_id] = unnamed.get(hold_id, 0) + cost
         elif hold_id:
             for hold_key, amount, hold_window in conn.execute(_DROP_HOLD, (hold_id,)).fetchall():
                 released[hold_key] = released.get(hold_key, 0) + amount
@@ -734,7 +740,9 @@ def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[tuple[Any, ...], str,
         for hold_key, amount, hold_window in _take_from_slice(conn, hold_id, cost):
             released[hold_key] = released.get(hold_key, 0) + amount
             if hold_window is not None:
-                windows.setdefault((hold_key, hold_window), [0, 0])[0] += amount
+                books = windows.setdefault((hold_key, hold_window), [0, 0])
+                books[0] += amount
+                books[1] += unnamed.get(hold_id, 0)
     for key_id in charged.keys() | released.keys():
         conn.execute(_APPLY, (released.get(key_id, 0), charged.get(key_id, 0), key_id))
     for (key_id, window), (freed, spent) in windows.items():
