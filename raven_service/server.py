@@ -183,7 +183,8 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
                         slice_idle_seconds=settings.credit_slice_idle_seconds)
     holds = HoldKeeper(store, admitter.instance_id, ttl=settings.lease_ttl_seconds, slices=admitter.slices)
     webhooks = WebhookSender(attempts=settings.alert_webhook_attempts,
-                             retry_base=settings.alert_webhook_retry_seconds)
+                             retry_base=settings.alert_webhook_retry_seconds,
+                             allow_http=settings.alert_webhook_allow_http)
     alerts = AlertWatcher(store, store, usage, webhooks)
     admitter.on_alerting = alerts.notify
     breakers = CircuitBreakers(threshold=settings.breaker_threshold, cooldown=settings.breaker_cooldown_seconds)

@@ -5,7 +5,13 @@ unreachable receiver can never slow down or fail a request. Worker tasks POST ea
 `x-raven-signature: sha256=<hex HMAC-SHA256 of the raw body keyed with the key's webhook secret>`;
 any answer other than 2xx, a timeout or a connection error is retried with exponential backoff up
 to `attempts` times, then dropped (logged). TLS verification uses the process's CA settings
-(`SSL_CERT_FILE` / `SSL_CERT_DIR`, else certifi). Redirects are not followed.
+(`SSL_CERT_FILE` / `SSL_CERT_DIR`, else certifi): a receiver whose certificate does not verify is
+never sent the body (each attempt fails at the handshake). Redirects are not followed.
+
+Only `https://` receivers are posted to; a loopback `http://` one only with `allow_http`
+(`alert_webhook_allow_http`). Key create/update refuse other URLs with a 400 naming
+`alert_webhook`; the check here covers keys stored while the setting was on and a server restarted
+with it off: such an alert is refused at delivery (logged, counted in `failed`), never sent.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -28,6 +36,27 @@ SIGNATURE_HEADER = "x-raven-signature"
 def signature(secret: str, body: bytes) -> str:
     """The `x-raven-signature` value of `body`."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def deliverable(url: str, *, allow_http: bool) -> bool:
+    """An https:// URL, or (with `allow_http`) an http:// URL whose host is loopback."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http" or not allow_http:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +71,9 @@ class WebhookSender:
     """Implements `core.ports.AlertSender` with httpx."""
 
     def __init__(self, *, attempts: int = 5, retry_base: float = 1.0, retry_max: float = 60.0,
-                 timeout: float = 10.0, workers: int = 2, max_queue: int = 1000) -> None:
+                 timeout: float = 10.0, workers: int = 2, max_queue: int = 1000,
+                 allow_http: bool = False) -> None:
+        self.allow_http = allow_http
         self.attempts = max(1, attempts)
         self.retry_base = retry_base
         self.retry_max = retry_max
@@ -56,7 +87,12 @@ class WebhookSender:
         self.failed = 0
 
     def send(self, url: str, secret: str, body: bytes) -> None:
-        """Queues one delivery; drops it (logged) when the queue is full."""
+        """Queues one delivery; drops it (logged) when the queue is full or the URL is not allowed."""
+        if not deliverable(url, allow_http=self.allow_http):
+            self.failed += 1
+            log.warning("alert webhook refused: only https:// receivers are allowed (loopback http:// ones "
+                        "with alert_webhook_allow_http)")
+            return
         try:
             self._queue.put_nowait(_Delivery(url, secret, body, "whd_" + uuid.uuid4().hex))
         except asyncio.QueueFull:
