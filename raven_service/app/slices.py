@@ -45,6 +45,7 @@ class Slice:
     users: int = 0
     last_used: float = 0.0
     closed: bool = False
+    watched: bool = False  # an idle check is scheduled
 
     @property
     def free(self) -> Decimal:
@@ -153,18 +154,28 @@ class SliceBank:
             else:
                 self._watch(s)
 
-    def _watch(self, s: Slice) -> None:
+    def _watch(self, s: Slice, delay: float | None = None) -> None:
         """Returns `s` once nobody used it for `idle_seconds` (so a key's reserved amount falls back
-        to zero shortly after its traffic stops, not only at the next keeper tick)."""
+        to zero shortly after its traffic stops, not only at the next keeper tick). One timer per
+        slice at a time, not one per request."""
+        if s.watched:
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        loop.call_later(self.idle_seconds, self._idle_check, s)
+        s.watched = True
+        loop.call_later(self.idle_seconds if delay is None else delay, self._idle_check, s)
 
     def _idle_check(self, s: Slice) -> None:
-        if s.users == 0 and not s.closed and self.clock() - s.last_used >= self.idle_seconds * 0.999:
+        s.watched = False
+        if s.closed or s.users:
+            return  # in use again: the give_back that empties it watches it anew
+        idle_for = self.clock() - s.last_used
+        if idle_for >= self.idle_seconds * 0.999:
             self._spawn(self._release(s))
+        else:
+            self._watch(s, self.idle_seconds - idle_for)
 
     async def tick(self) -> int:
         """Returns slices nobody used for `idle_seconds`; returns how many went back."""

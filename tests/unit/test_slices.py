@@ -107,3 +107,34 @@ async def test_release_all_waits_for_pieces_in_use(store) -> None:
     bank.give_back(p, Decimal("0.5"))
     await bank.release_all()
     assert len(await store.list_holds(key.id)) == 1
+
+
+async def test_an_idle_slice_goes_back_by_itself_with_one_timer(store) -> None:
+    # the real event loop's timer (idle_seconds is tiny here); the clock is the monotonic one
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("100"))
+    bank = SliceBank(store, "i-1", factor=4, idle_seconds=0.05)
+    loop = asyncio.get_running_loop()
+    scheduled: list[float] = []
+    real_call_later = loop.call_later
+
+    def counting_call_later(delay, callback, *args, **kwargs):
+        if getattr(callback, "__self__", None) is bank:
+            scheduled.append(delay)
+        return real_call_later(delay, callback, *args, **kwargs)
+
+    loop.call_later = counting_call_later  # type: ignore[method-assign]
+    try:
+        for _ in range(50):  # fifty requests one after the other: one idle timer, not fifty
+            piece = await bank.take(key.id, Decimal("0.01"), None)
+            assert piece is not None
+            bank.give_back(piece, Decimal("0.0001"))  # 50 x 0.0001 leave the one 0.04 slice most of its room
+        assert scheduled == [0.05]
+    finally:
+        loop.call_later = real_call_later  # type: ignore[method-assign]
+    assert len(await store.list_holds(key.id)) == 1
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if not await store.list_holds(key.id):
+            break
+    assert await store.list_holds(key.id) == []
+    assert (await store.get_key(key.id)).credits_reserved == 0
