@@ -215,6 +215,11 @@ class SliceBank:
         self._slices[key].remove(s)
         if s.users == 0 and s.free * self.factor >= s.hold.amount:
             self._growth.pop(key, None)  # returned with room left (idle): the key slowed down
+        if not self._slices[key]:  # no state kept for keys (and past budget windows) gone quiet
+            del self._slices[key]
+            lock = self._locks.get(key)
+            if lock is not None and not lock.locked():
+                del self._locks[key]
         await self._return(s.hold.id)
 
     async def _return(self, hold_id: str) -> None:

@@ -86,6 +86,7 @@ async def test_idle_and_drained_slices_go_back(store) -> None:
     assert await bank.tick() == 1
     assert await store.list_holds(key.id) == []
     assert (await store.get_key(key.id)).credits_reserved == 0
+    assert bank._slices == {} and bank._locks == {}  # nothing kept for a key gone quiet
 
     # used up: 4 pieces of 1.0 at full cost leave nothing; the slice goes back as its last piece ends
     pieces = [await bank.take(key.id, Decimal("1"), None) for _ in range(4)]
