@@ -202,11 +202,6 @@ class SliceBank:
         for hold_id in list(self._unreturned):
             await self._return(hold_id)
 
-    def held(self, key_id: str) -> Decimal:
-        """What this instance holds for `key_id` in slices (for tests and metrics)."""
-        return sum((s.hold.amount - s.spent for (k, _), slices in self._slices.items() if k == key_id
-                    for s in slices), Decimal(0))
-
     async def _release(self, s: Slice) -> None:
         key = (s.hold.key_id, s.hold.budget_window)
         if s not in self._slices.get(key, ()):
