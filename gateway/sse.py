@@ -54,18 +54,47 @@ def data_event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+class _Tick:
+    """Put in a stream's queue by its keepalive timer: nothing arrived for ``keepalive`` seconds."""
+
+    __slots__ = ()
+
+
+_TICK: Final = _Tick()
+
+
 class RpcStream(Generic[T]):
-    """A server-streaming call read by a background pump into a bounded queue."""
+    """A server-streaming call read into a bounded queue that a consumer can wait on without
+    cancelling the call.
 
-    __slots__ = ("_call", "_pump", "_queue", "initial_metadata")
+    A real ``grpc.aio`` call is read by a background pump task (cancelling a pending
+    ``call.read()`` would cancel the RPC). A call that hands out its own queue (``direct_queue``:
+    messages, then ``grpc.aio.EOF`` or the ``AioRpcError`` that ended it; the in-process channel's
+    calls do) is read straight from that queue: one queue and one task fewer per message.
 
-    def __init__(self, call: grpc.aio.UnaryStreamCall[Any, T], *, buffer: int = 64) -> None:
-        """Start pumping ``call`` (must run inside the event loop)."""
+    Waiting with a ``keepalive`` costs one timer per stream, not one per wait: the timer puts a
+    tick into the queue whenever nothing was taken from it for ``keepalive`` seconds.
+    """
+
+    __slots__ = ("_call", "_direct", "_keepalive", "_last", "_loop", "_pump", "_queue", "_tick_handle",
+                 "_ticked", "initial_metadata")
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall[Any, T], *, buffer: int = 64,
+                 keepalive: float | None = None) -> None:
+        """Start reading ``call`` (must run inside the event loop)."""
         self._call = call
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(buffer)
+        self._loop = loop = asyncio.get_running_loop()
+        direct = getattr(call, "direct_queue", None)
+        self._direct = direct is not None
+        self._queue: asyncio.Queue[Any] = direct if direct is not None else asyncio.Queue(buffer)
         #: The call's initial metadata once received (None until then).
         self.initial_metadata: grpc.aio.Metadata | None = None
-        self._pump = asyncio.get_running_loop().create_task(self._run())
+        self._pump = None if direct is not None else loop.create_task(self._run())
+        self._keepalive = keepalive
+        self._last = loop.time()
+        self._ticked = False
+        self._tick_handle = (loop.call_at(self._last + keepalive, self._on_tick)
+                             if keepalive is not None else None)
 
     async def _run(self) -> None:
         call, queue = self._call, self._queue
@@ -82,6 +111,17 @@ class RpcStream(Generic[T]):
         except Exception as exc:  # AioRpcError, or a bug: either way the consumer reports it
             await queue.put(exc)
 
+    def _on_tick(self) -> None:
+        keepalive = self._keepalive
+        assert keepalive is not None
+        now = self._loop.time()
+        if now - self._last >= keepalive:
+            if not self._ticked and not self._queue.full():
+                self._ticked = True
+                self._queue.put_nowait(_TICK)
+            self._last = now
+        self._tick_handle = self._loop.call_at(self._last + keepalive, self._on_tick)
+
     async def next_batch(self, wait: float | None) -> list[Item] | None:
         """Every item available now, waiting up to ``wait`` seconds (None: forever) for the first.
 
@@ -89,25 +129,40 @@ class RpcStream(Generic[T]):
             The items (the last may be END or an exception), or None if ``wait`` passed first.
         """
         queue = self._queue
-        if queue.empty():
-            if wait is None:
-                first = await queue.get()
-            else:
-                try:
-                    async with asyncio.timeout(wait):
-                        first = await queue.get()
-                except TimeoutError:
-                    return None
-        else:
+        if not queue.empty():
             first = queue.get_nowait()
-        batch = [first]
-        while not queue.empty():
-            batch.append(queue.get_nowait())
-        return batch
+        elif wait is None or wait == self._keepalive:
+            first = await queue.get()
+        else:  # not the stream's own keepalive: a timer of its own
+            try:
+                async with asyncio.timeout(wait):
+                    first = await queue.get()
+            except TimeoutError:
+                return None
+        self._last = self._loop.time()
+        if self._direct and self.initial_metadata is None:
+            self.initial_metadata = self._call.initial_metadata_nowait()
+        batch: list[Item] = []
+        item = first
+        while True:
+            if item is not _TICK:
+                if self._direct and item is grpc.aio.EOF:
+                    item = END
+                batch.append(item)
+                if item is END or isinstance(item, BaseException):
+                    break  # nothing follows the end
+            if queue.empty():
+                break
+            item = queue.get_nowait()
+        self._ticked = False
+        return batch or None
 
     def cancel(self) -> None:
         """Stop reading and cancel the RPC (a no-op once it finished)."""
-        self._pump.cancel()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._pump is not None:
+            self._pump.cancel()
         self._call.cancel()
 
 
@@ -116,13 +171,16 @@ async def open_stream(
 ) -> tuple[RpcStream[T], list[Item] | None]:
     """Start reading ``call`` and wait up to ``wait`` seconds for its first message.
 
+    ``wait`` is also the stream's keepalive: later ``next_batch(wait)`` calls with the same value use
+    the stream's one keepalive timer.
+
     Returns:
         The stream and its first batch (None if ``wait`` passed first).
 
     Raises:
         grpc.aio.AioRpcError: the call failed before its first message (answer with an HTTP error).
     """
-    stream: RpcStream[T] = RpcStream(call, buffer=buffer)
+    stream: RpcStream[T] = RpcStream(call, buffer=buffer, keepalive=wait)
     try:
         first = await stream.next_batch(wait)
     except BaseException:

@@ -161,6 +161,18 @@ class _StreamCall:
     async def initial_metadata(self) -> grpc.aio.Metadata:
         return grpc.aio.Metadata(*await asyncio.shield(self._initial))
 
+    def initial_metadata_nowait(self) -> grpc.aio.Metadata | None:
+        """The initial metadata if the servicer sent it already (None otherwise)."""
+        return grpc.aio.Metadata(*self._initial.result()) if self._initial.done() else None
+
+    @property
+    def direct_queue(self) -> asyncio.Queue[Any]:
+        """The queue the servicer's messages go to, then `grpc.aio.EOF` or the `AioRpcError` that
+        ended the call. A reader may wait on it with a timeout (or take items from it directly):
+        unlike a pending `read()` on a real call, abandoning a wait here cannot cancel the call.
+        The gateway's `RpcStream` reads it instead of pumping `read()` into a queue of its own."""
+        return self._queue
+
     async def trailing_metadata(self) -> grpc.aio.Metadata:
         return grpc.aio.Metadata(*self._context._trailing)
 

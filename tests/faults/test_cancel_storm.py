@@ -122,6 +122,11 @@ async def test_rest_cancel_storm_settles_every_admitted_request(tmp_path) -> Non
             except asyncio.CancelledError:
                 pass
 
+        # One whole request first: the key's credit slice is leased and the path is warm, so the
+        # storm's delays (up to 0.3 s) reach requests in flight however slow the machine (without
+        # it, a slow first lease could let every request be cancelled before admission).
+        warm = await rest.http.post("/v1/chat/completions", json=body | {"max_tokens": 5}, headers=rest.auth(secret))
+        assert warm.status_code == 200, warm.text
         await asyncio.gather(*(one(i) for i in range(120)))
         records = await _settled_books(services, key_id)
         assert "cancelled" in {r.status for r in records}

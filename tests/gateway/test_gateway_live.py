@@ -24,6 +24,12 @@ BODY = {"model": "raven/local-chat", "messages": [{"role": "user", "content": "h
 AUTH = {"Authorization": "Bearer rk-test"}
 
 
+
+@pytest.fixture
+def channel(both_channels: grpc.aio.Channel) -> grpc.aio.Channel:
+    """Every test here runs over a real gRPC channel and over the in-process one."""
+    return both_channels
+
 @pytest.fixture
 def app(channel: grpc.aio.Channel) -> Litestar:
     return create_app(GatewaySettings(keepalive_interval=KEEPALIVE), channel=channel)

@@ -151,6 +151,12 @@ async def test_grpc_failure_after_first_chunk_ends_with_error_chunk(
     assert raised.value.code == "upstream_error"
 
 
+
+@pytest.fixture
+def channel(both_channels: grpc.aio.Channel) -> grpc.aio.Channel:
+    """Every test here runs over a real gRPC channel and over the in-process one."""
+    return both_channels
+
 @pytest.mark.parametrize(
     ("code", "reason", "status", "error_class"),
     [
