@@ -1,6 +1,10 @@
-"""Closed-loop gRPC load: N concurrent callers of ChatService.CreateChatCompletion (or the stream).
+"""Closed-loop gRPC load from Python: N concurrent grpc.aio callers of CreateChatCompletion (or the stream).
 
     python bench/grpc_load.py --target 127.0.0.1:50051 --key rk-... --model gpt-4o-mini -c 1,16,64 -d 10
+
+A client-side example (how a Python service would call Raven), not the benchmark's measuring client:
+grpc.aio adds about 0.5-1 ms of its own per call, so the figures in bench/results come from C clients
+(bench/grpc_h2load.py for unary calls, bench/grpc_stream.py for streams).
 
 Prints one JSON line per concurrency level: rps, p50/p90/p99 latency (ms), errors.
 For streams (--stream) the latency is the time to the first content message.

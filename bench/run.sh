@@ -7,7 +7,8 @@
 #
 # Raven runs with keys, limits and usage accounting ON, pinned to CPU 0 like the peers, pointed at the
 # fake upstream (bench/raven-bench.toml). Results: bench/results.md + bench/results/*.json (REST, from the
-# shared harness) and bench/results/grpc-*.jsonl (gRPC path, bench/grpc_load.py).
+# shared harness) and bench/results/grpc-*.jsonl (gRPC path: bench/grpc_h2load.py for unary calls,
+# bench/grpc_stream.py for streams; both C clients on nghttp2).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -62,12 +63,18 @@ taskset -c 0 "$RAVEN" serve --config "$HERE/raven-bench.toml" --data-dir "$DATA"
   --grpc-port 18051 >/dev/null 2>&1 & GW=$!
 trap 'kill $UP $GW 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18000/healthz >/dev/null && break; sleep 0.1; done
-dur=10; case " $* " in *" --quick "*) dur=2 ;; esac
+# (streams: a count per level, about `dur` seconds each at the fake upstream's ~160 ms per stream)
+dur=10 streams=60,960; case " $* " in *" --quick "*) dur=2 streams=12,192 ;; esac
 # Unary: h2load (C, nghttp2) posting a framed CreateChatCompletion; each level is checked against the
-# fake upstream's request counter (bench/grpc_h2load.py). Streams: the Python client measures TTFT.
-command -v h2load >/dev/null || { apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || \
-  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nghttp2-client >/dev/null 2>&1; }; }
+# fake upstream's request counter (bench/grpc_h2load.py). Streams: a C probe on libnghttp2 times
+# ttfb/TTFT/total and reads grpc-status (bench/grpc_stream.py builds bench/grpc_stream_probe.c with gcc).
+need=(); command -v h2load >/dev/null || need+=(nghttp2-client)
+[ -e /usr/include/nghttp2/nghttp2.h ] || need+=(libnghttp2-dev)
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || \
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; }
+fi
 taskset -c 1 "$PY" "$HERE/grpc_h2load.py" --target 127.0.0.1:18051 --key "$KEY" -c 1,16,64 -d "$dur" \
   --upstream-stats http://127.0.0.1:18080/stats | tee "$HERE/results/grpc-$stamp.jsonl"
-taskset -c 1 "$PY" "$HERE/grpc_load.py" --target 127.0.0.1:18051 --key "$KEY" -c 1,16 -d "$dur" --stream \
+taskset -c 1 "$PY" "$HERE/grpc_stream.py" --target 127.0.0.1:18051 --key "$KEY" -c 1,16 -n "$streams" \
   | tee -a "$HERE/results/grpc-$stamp.jsonl"
