@@ -23,12 +23,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from raven_service.accounting.ledger import Ledger
 from raven_service.app.slices import Piece, SliceBank
 from raven_service.core.errors import BudgetExhausted, InsufficientCredits, RateLimited, RavenError
-from raven_service.core.ports import CreditStore, Lease, Limiter, RpmDecision, TokenDecision
+from raven_service.core.ports import CreditStore, Lease, Limiter, LocalLease, LocalSlots, RpmDecision, TokenDecision
 from raven_service.core.types import CreditHold, Principal, Settlement, UsageRecord
 from raven_service.policy.governance import budget_window, check_inference, check_model
 
@@ -104,6 +104,8 @@ class Admitter:
         self._wall = wall  # budget windows are calendar (wall-clock) windows
         self.on_alerting = on_alerting
         self._limiter = limiter
+        # In-process slots are taken and given back synchronously: no task per request for either.
+        self._slots_now = limiter.acquire_slot_now if isinstance(limiter, LocalSlots) else None
         self._ledger = ledger
         self.instance_id = instance_id or "i-" + uuid.uuid4().hex[:12]
         self._hold_ttl = hold_ttl
@@ -264,6 +266,8 @@ class Admitter:
 
     async def _acquire(self, principal: Principal) -> Lease | None:
         """Takes a slot; a slot granted after the caller was cancelled goes straight back."""
+        if self._slots_now is not None:  # no await: nothing can cancel it half-way
+            return self._slots_now(principal.key_id, principal.concurrency)
         task = asyncio.ensure_future(self._limiter.acquire_slot(principal.key_id, principal.concurrency))
         try:
             return await asyncio.shield(task)
@@ -328,6 +332,9 @@ class Admitter:
                 log.exception("alert hook failed")
 
     def _release_slot(self, slot: Lease) -> None:
+        if self._slots_now is not None:
+            cast(LocalLease, slot).release_now()
+            return
         self._spawn(slot.release())
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:

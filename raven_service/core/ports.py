@@ -318,6 +318,19 @@ class Lease(Protocol):
     async def release(self) -> None: ...
 
 
+class LocalLease(Lease, Protocol):
+    def release_now(self) -> None: ...
+
+
+@runtime_checkable
+class LocalSlots(Protocol):
+    """Optional, for a Limiter whose concurrency slots live in this process (the in-process one):
+    a slot is taken and given back without awaiting, so admission needs no task to take it safely
+    under cancellation, nor one to give it back."""
+
+    def acquire_slot_now(self, key_id: str, limit: int) -> LocalLease | None: ...
+
+
 class Limiter(Protocol):
     """Per-key request-rate and concurrency limits (in-process or Redis)."""
 

@@ -40,6 +40,10 @@ class _Slot:
         self._released = False
 
     async def release(self) -> None:
+        self.release_now()
+
+    def release_now(self) -> None:
+        """Gives the slot back at once (an in-process slot needs no I/O)."""
         if not self._released:
             self._released = True
             left = self._counts.get(self._key, 1) - 1
@@ -115,6 +119,10 @@ class InProcessLimiter:
         return TokenInfo(True, tpm, max(0, tpm - used) if tpm > 0 else 0, reset, start)
 
     async def acquire_slot(self, key_id: str, limit: int) -> _Slot | None:
+        return self.acquire_slot_now(key_id, limit)
+
+    def acquire_slot_now(self, key_id: str, limit: int) -> _Slot | None:
+        """`acquire_slot` without awaiting: the slots live in this process (see core.ports.LocalSlots)."""
         held = self._slots.get(key_id, 0)
         if limit > 0 and held >= limit:
             return None
