@@ -75,12 +75,17 @@ class SliceBank:
     max_factor: int = 512
     #: A slice nobody used for this long goes back to the store.
     idle_seconds: float = 2.0
+    #: When a request leaves its slice with less than this share free, the key's next slice is
+    #: leased in the background, so a busy key's requests do not wait for a lease (a store
+    #: transaction) each time a slice runs out. 0: lease only when no slice has room.
+    prefetch_below: float = 0.25
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _slices: dict[SliceKey, list[Slice]] = field(default_factory=dict)
     _locks: dict[SliceKey, asyncio.Lock] = field(default_factory=dict)
     _growth: dict[SliceKey, int] = field(default_factory=dict)  # the factor of the key's next lease
     _background: set[asyncio.Task[object]] = field(default_factory=set)
+    _prefetching: set[SliceKey] = field(default_factory=set)
     #: Slices whose return failed (store outage): retried by every tick, so none stays held.
     _unreturned: set[str] = field(default_factory=set)
 
@@ -94,24 +99,59 @@ class SliceBank:
         key = (key_id, window)
         piece = self._carve(key, worst)
         if piece is not None:
+            self._maybe_prefetch(key, worst, piece.slice)
             return piece
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # one lease per key at a time: a burst does not lease a slice per request
             piece = self._carve(key, worst)
             if piece is not None:
                 return piece
-            # Slow start: a key that used up its last slice gets one twice as big (up to
-            # `max_factor` worst cases), so a busy key leases rarely; a refused big lease retries
-            # at the base size before the caller falls back to an exact hold.
-            grown = min(self._growth.get(key, self.factor), self.max_factor)
-            for factor in dict.fromkeys((grown, self.factor)):
-                hold = await self._lease(key, worst * factor, window)
-                if hold is not None:
-                    self._growth[key] = factor * 2
-                    self._slices.setdefault(key, []).append(Slice(hold=hold, last_used=self.clock()))
-                    return self._carve(key, worst)
-            self._growth.pop(key, None)
-            return None
+            if await self._lease_next(key, worst) is None:
+                return None
+            return self._carve(key, worst)
+
+    async def _lease_next(self, key: SliceKey, worst: Decimal) -> Slice | None:
+        """Leases the key's next slice (holding the key's lock). Slow start: a key that used up its
+        last slice gets one twice as big (up to `max_factor` worst cases), so a busy key leases
+        rarely; a refused big lease retries at the base size; None if that is refused too."""
+        grown = min(self._growth.get(key, self.factor), self.max_factor)
+        for factor in dict.fromkeys((grown, self.factor)):
+            hold = await self._lease(key, worst * factor, key[1])
+            if hold is not None:
+                self._growth[key] = factor * 2
+                s = Slice(hold=hold, last_used=self.clock())
+                self._slices.setdefault(key, []).append(s)
+                return s
+        self._growth.pop(key, None)
+        return None
+
+    def _low(self, s: Slice) -> bool:
+        return s.closed or s.free < s.hold.amount * Decimal(self.prefetch_below)
+
+    def _maybe_prefetch(self, key: SliceKey, worst: Decimal, s: Slice) -> None:
+        """`s` just lent a piece: if it runs low and no other slice of the key has room, lease the
+        next one in the background (at most one such lease per key at a time)."""
+        if self.prefetch_below <= 0 or not self._low(s) or key in self._prefetching:
+            return
+        if not all(self._low(o) for o in self._slices.get(key, ())):
+            return
+        lock = self._locks.get(key)
+        if lock is not None and lock.locked():
+            return  # a lease is under way already
+        self._prefetching.add(key)
+        self._spawn(self._prefetch(key, worst))
+
+    async def _prefetch(self, key: SliceKey, worst: Decimal) -> None:
+        try:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                if all(self._low(o) for o in self._slices.get(key, ())):
+                    s = await self._lease_next(key, worst)
+                    if s is not None:
+                        self._watch(s)  # returned at idle time even if no request ever uses it
+        except Exception as exc:  # the store is unreachable: requests lease (or hold) themselves
+            log.warning("leasing the next credit slice failed (%s)", type(exc).__name__)
+        finally:
+            self._prefetching.discard(key)
 
     async def _lease(self, key: SliceKey, amount: Decimal, window: float | None) -> CreditHold | None:
         hold = CreditHold(id="slice_" + uuid.uuid4().hex, key_id=key[0], amount=amount, owner=self.owner,
@@ -191,6 +231,8 @@ class SliceBank:
     async def release_all(self) -> None:
         """Returns every slice (drain / shutdown); slices still in use go back when their last
         request ends."""
+        if self._background:  # a lease under way (prefetch) lands first, then goes back too
+            await asyncio.gather(*list(self._background), return_exceptions=True)
         for slices in list(self._slices.values()):
             for s in list(slices):
                 if s.users == 0:

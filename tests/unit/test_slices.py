@@ -34,7 +34,7 @@ async def store(tmp_path):
 async def test_pieces_come_from_one_slice_and_the_store_holds_the_slice(store) -> None:
     key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("10"))
     clock = Clock()
-    bank = SliceBank(store, "i-1", factor=4, clock=clock)
+    bank = SliceBank(store, "i-1", factor=4, clock=clock, prefetch_below=0)  # leases only when empty
     pieces = [await bank.take(key.id, Decimal("0.5"), None) for _ in range(4)]
     assert all(p is not None for p in pieces)
     assert len({p.hold_id for p in pieces}) == 1  # four pieces, one lease
@@ -134,6 +134,79 @@ async def test_an_idle_slice_goes_back_by_itself_with_one_timer(store) -> None:
         loop.call_later = real_call_later  # type: ignore[method-assign]
     assert len(await store.list_holds(key.id)) == 1
     for _ in range(100):
+        await asyncio.sleep(0.02)
+        if not await store.list_holds(key.id):
+            break
+    assert await store.list_holds(key.id) == []
+    assert (await store.get_key(key.id)).credits_reserved == 0
+
+
+class CountingStore:
+    """The real store, counting the leases (reserve_hold calls) that reach it."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.leases = 0
+
+    async def reserve_hold(self, hold):
+        self.leases += 1
+        return await self._store.reserve_hold(hold)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+async def test_a_running_low_slice_leases_the_next_in_the_background(store) -> None:
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("100"))
+    counting = CountingStore(store)
+    bank = SliceBank(counting, "i-1", factor=4, idle_seconds=60)  # type: ignore[arg-type]
+    pieces = [await bank.take(key.id, Decimal("1"), None) for _ in range(3)]  # 4.0 slice, 1.0 (25 %) left
+    assert counting.leases == 1 and not bank._background
+    pieces.append(await bank.take(key.id, Decimal("1"), None))  # 0 left: the next lease starts, unawaited
+    assert counting.leases == 1 and len(bank._background) == 1
+    await asyncio.gather(*bank._background)
+    assert counting.leases == 2
+    assert sorted(h.amount for h in await store.list_holds(key.id)) == [Decimal("4.0"), Decimal("8.0")]
+    # the next requests come out of the prefetched slice with no lease on their path; the seventh
+    # leaves it under 25 % (1.0 of 8.0), which starts the one after it
+    more = [await bank.take(key.id, Decimal("1"), None) for _ in range(6)]
+    assert not bank._background  # 2.0 of 8.0 left: not yet
+    more.append(await bank.take(key.id, Decimal("1"), None))
+    assert len({p.hold_id for p in more}) == 1 and counting.leases == 2
+    assert len(bank._background) == 1
+    await asyncio.gather(*bank._background)
+    assert counting.leases == 3
+    for p in pieces + more:
+        bank.give_back(p, Decimal("0.5"))
+    await bank.release_all()
+    assert await store.list_holds(key.id) == []
+    assert (await store.get_key(key.id)).credits_reserved == 0
+
+
+async def test_no_prefetch_while_another_slice_has_room_or_a_lease_is_under_way(store) -> None:
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("100"))
+    counting = CountingStore(store)
+    bank = SliceBank(counting, "i-1", factor=4, idle_seconds=60)  # type: ignore[arg-type]
+    pieces = [await bank.take(key.id, Decimal("1"), None) for _ in range(4)]
+    pieces += [await bank.take(key.id, Decimal("1"), None) for _ in range(3)]  # while the prefetch runs
+    await asyncio.gather(*bank._background)
+    assert counting.leases == 2  # one prefetch for the burst, not one per request
+    assert not bank._prefetching
+    for p in pieces:
+        bank.give_back(p, Decimal("1"))
+    await bank.release_all()
+    assert (await store.get_key(key.id)).credits_reserved == 0
+
+
+async def test_an_unused_prefetched_slice_goes_back_at_idle_time(store) -> None:
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("100"))
+    bank = SliceBank(store, "i-1", factor=4, idle_seconds=0.05)
+    pieces = [await bank.take(key.id, Decimal("1"), None) for _ in range(4)]
+    await asyncio.gather(*bank._background)
+    assert len(await store.list_holds(key.id)) == 2
+    for p in pieces:
+        bank.give_back(p, Decimal("1"))  # the first slice is used up: it goes back at once
+    for _ in range(100):  # the prefetched one nobody used goes back by its idle timer, no tick needed
         await asyncio.sleep(0.02)
         if not await store.list_holds(key.id):
             break
