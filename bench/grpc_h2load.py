@@ -24,17 +24,22 @@ import subprocess
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from raven.v1 import chat_pb2, chat_service_pb2
 
 PATH = "/raven.v1.ChatService/CreateChatCompletion"
 
 
-def body(model: str) -> bytes:
-    msg = chat_service_pb2.CreateChatCompletionRequest(
-        model=model, messages=[chat_pb2.ChatMessage(role="user", content="Say hello.")])
+def frame(msg: Any) -> bytes:
+    """One length-prefixed gRPC message (uncompressed), as it goes in a request body."""
     raw = msg.SerializeToString()
     return struct.pack(">BI", 0, len(raw)) + raw
+
+
+def body(model: str) -> bytes:
+    return frame(chat_service_pb2.CreateChatCompletionRequest(
+        model=model, messages=[chat_pb2.ChatMessage(role="user", content="Say hello.")]))
 
 
 def upstream_requests(url: str | None) -> int | None:

@@ -19,11 +19,12 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from grpc_h2load import frame  # bench/ is the script directory, first on sys.path
 
 from raven.v1 import chat_pb2, chat_service_pb2
 
@@ -33,10 +34,8 @@ INSTALL_HINT = "apt-get install -y libnghttp2-dev"
 
 
 def body(model: str) -> bytes:
-    msg = chat_service_pb2.StreamChatCompletionRequest(
-        model=model, messages=[chat_pb2.ChatMessage(role="user", content="Say hello.")])
-    raw = msg.SerializeToString()
-    return struct.pack(">BI", 0, len(raw)) + raw
+    return frame(chat_service_pb2.StreamChatCompletionRequest(
+        model=model, messages=[chat_pb2.ChatMessage(role="user", content="Say hello.")]))
 
 
 def build(cc: str) -> Path:

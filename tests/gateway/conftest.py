@@ -48,29 +48,13 @@ async def channel(fake: FakeService) -> AsyncIterator[grpc.aio.Channel]:
 def inprocess_channel(fake: FakeService) -> grpc.aio.Channel:
     """The in-process channel `raven serve` gives its gateway, dispatching to the same fakes (its
     stream calls hand their queue to the gateway's reader instead of being pumped)."""
-    from grpc_health.v1 import health_pb2_grpc
+    from gateway_fakes import add_fakes
 
-    from raven.v1 import (
-        chat_service_pb2_grpc,
-        embeddings_service_pb2_grpc,
-        file_service_pb2_grpc,
-        image_service_pb2_grpc,
-        key_service_pb2_grpc,
-        model_service_pb2_grpc,
-        response_service_pb2_grpc,
-        usage_service_pb2_grpc,
-        video_service_pb2_grpc,
-    )
+    from raven.v1 import embeddings_service_pb2_grpc, key_service_pb2_grpc, response_service_pb2_grpc
     from raven_service.api.inproc import HandlerRegistry, InProcessChannel
 
     registry = HandlerRegistry()
-    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(fake.chat, registry)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(fake.models, registry)
-    image_service_pb2_grpc.add_ImageServiceServicer_to_server(fake.images, registry)
-    video_service_pb2_grpc.add_VideoServiceServicer_to_server(fake.videos, registry)
-    file_service_pb2_grpc.add_FileServiceServicer_to_server(fake.files, registry)
-    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(fake.usage, registry)
-    health_pb2_grpc.add_HealthServicer_to_server(fake.health, registry)
+    add_fakes(fake, registry)
     # services the fakes do not script: the generated base classes (UNIMPLEMENTED)
     embeddings_service_pb2_grpc.add_EmbeddingsServiceServicer_to_server(
         embeddings_service_pb2_grpc.EmbeddingsServiceServicer(), registry)

@@ -389,11 +389,8 @@ class FakeService:
         ]
 
 
-async def start_fake_service() -> FakeService:
-    """Start the fakes on 127.0.0.1 (ephemeral port)."""
-    server = grpc.aio.server()
-    port = server.add_insecure_port("127.0.0.1:0")
-    fake = FakeService(server=server, target=f"127.0.0.1:{port}")
+def add_fakes(fake: FakeService, server: Any) -> None:
+    """Registers every fake on `server` (a grpc.aio server, or the in-process handler registry)."""
     chat_service_pb2_grpc.add_ChatServiceServicer_to_server(fake.chat, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(fake.models, server)
     image_service_pb2_grpc.add_ImageServiceServicer_to_server(fake.images, server)
@@ -401,6 +398,14 @@ async def start_fake_service() -> FakeService:
     file_service_pb2_grpc.add_FileServiceServicer_to_server(fake.files, server)
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(fake.usage, server)
     health_pb2_grpc.add_HealthServicer_to_server(fake.health, server)
+
+
+async def start_fake_service() -> FakeService:
+    """Start the fakes on 127.0.0.1 (ephemeral port)."""
+    server = grpc.aio.server()
+    port = server.add_insecure_port("127.0.0.1:0")
+    fake = FakeService(server=server, target=f"127.0.0.1:{port}")
+    add_fakes(fake, server)
     await fake.health.set("", health_pb2.HealthCheckResponse.SERVING)
     await server.start()
     return fake
