@@ -125,8 +125,11 @@ class SliceBank:
         self._growth.pop(key, None)
         return None
 
+    def __post_init__(self) -> None:
+        self._low_share = Decimal(self.prefetch_below)  # once, not per request
+
     def _low(self, s: Slice) -> bool:
-        return s.closed or s.free < s.hold.amount * Decimal(self.prefetch_below)
+        return s.closed or s.free < s.hold.amount * self._low_share
 
     def _maybe_prefetch(self, key: SliceKey, worst: Decimal, s: Slice) -> None:
         """`s` just lent a piece: if it runs low and no other slice of the key has room, lease the

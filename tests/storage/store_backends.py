@@ -108,6 +108,22 @@ class PostgresBackend:
         quoted = '"' + self.schema.replace('"', '""') + '"'
         return await asyncpg.connect(self.url, server_settings={"search_path": quoted})
 
+    async def connect_at(self, applied: Sequence[migrations.Migration]) -> asyncpg.Connection:
+        """Creates the schema with only the migrations `applied` (an older release's database, for
+        upgrade tests) and returns a connection on it (the caller loads its rows and closes it)."""
+        quoted = '"' + self.schema.replace('"', '""') + '"'
+        admin = await asyncpg.connect(self.url)
+        await admin.execute(f"CREATE SCHEMA {quoted}")
+        await admin.close()
+        pg = await self.connect()
+        table = migrations.SCHEMA_VERSION_TABLE
+        await pg.execute(f"CREATE TABLE {table} (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                         "applied_at DOUBLE PRECISION NOT NULL)")
+        for m in applied:
+            await pg.execute(m.sql)
+            await pg.execute(f"INSERT INTO {table} VALUES ($1, $2, 0)", m.version, m.description)
+        return pg
+
 
 @asynccontextmanager
 async def postgres_backend(tmp_path: Path) -> AsyncIterator[PostgresBackend]:

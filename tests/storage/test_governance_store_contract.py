@@ -171,30 +171,10 @@ async def test_key_patch_changes_only_set_fields_and_clears_nullable_ones(store:
     assert await store.get_key("key_001") == expected
 
     # None clears the nullable fields; empty values clear the others.
-    cleared = await store.update_key(
-        "key_001",
-        patch=KeyPatch(
-            models=(),
-            expires_at=None,
-            budget=None,
-            budget_period="",
-            metadata={},
-            alert_webhook="",
-            alert_thresholds=(),
-            tpm=0,
-        ),
-    )
-    expected = msgspec.structs.replace(
-        expected,
-        models=(),
-        expires_at=None,
-        budget=None,
-        budget_period="",
-        metadata={},
-        alert_webhook="",
-        alert_thresholds=(),
-        tpm=0,
-    )
+    empty: dict[str, Any] = {"models": (), "expires_at": None, "budget": None, "budget_period": "", "metadata": {},
+                             "alert_webhook": "", "alert_thresholds": (), "tpm": 0}
+    cleared = await store.update_key("key_001", patch=KeyPatch(**empty))
+    expected = msgspec.structs.replace(expected, **empty)
     assert cleared == expected
     assert await store.get_key_by_hash(key.secret_hash) == expected
     assert await store.list_keys() == [expected]
@@ -240,20 +220,7 @@ async def test_migration_3_gives_older_keys_the_defaults_and_admins_the_admin_sc
         conn.commit()
         conn.close()
     else:
-        import asyncpg
-
-        quoted = '"' + backend.schema.replace('"', '""') + '"'  # type: ignore[attr-defined]
-        admin = await asyncpg.connect(backend.url)  # type: ignore[attr-defined]
-        await admin.execute(f"CREATE SCHEMA {quoted}")
-        await admin.close()
-        pg = await backend.connect()  # type: ignore[attr-defined]
-        await pg.execute(
-            f"CREATE TABLE {version_table} (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
-            "applied_at DOUBLE PRECISION NOT NULL)"
-        )
-        for m in before:
-            await pg.execute(m.sql)
-            await pg.execute(f"INSERT INTO {version_table} VALUES ($1, $2, 0)", m.version, m.description)
+        pg = await backend.connect_at(before)  # type: ignore[attr-defined]
         await pg.executemany(
             insert + "($1, $2, $3, 'rk-old', $4, $5, 1700000000)",
             [(i, n, h, a, None if c is None else D(c)) for i, n, h, a, c in keys],

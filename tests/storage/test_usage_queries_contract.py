@@ -209,19 +209,7 @@ async def test_migration_backfills_the_rollup_from_stored_records(backend: Backe
         conn.commit()
         conn.close()
     else:
-        import asyncpg
-
-        quoted = '"' + backend.schema.replace('"', '""') + '"'  # type: ignore[attr-defined]
-        admin = await asyncpg.connect(backend.url)  # type: ignore[attr-defined]
-        await admin.execute(f"CREATE SCHEMA {quoted}")
-        await admin.close()
-        pg = await backend.connect()  # type: ignore[attr-defined]
-        await pg.execute(f"CREATE TABLE {migrations.SCHEMA_VERSION_TABLE} (version INTEGER PRIMARY KEY, "
-                         "description TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
-        for m in before:
-            await pg.execute(m.sql)
-            await pg.execute(f"INSERT INTO {migrations.SCHEMA_VERSION_TABLE} VALUES ($1, $2, 0)", m.version,
-                             m.description)
+        pg = await backend.connect_at(before)  # type: ignore[attr-defined]
         await pg.executemany(
             insert + "($1, $2, 'chat', $3, $4, '', $5, $6, $7, $8, $9, $10, '', '', false, false, '{}', '', $11)",
             [(r[0], r[1], r[2], r[3], r[4], r[5], D(r[6]) / 10, *r[7:]) for r in rows])
