@@ -135,7 +135,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
     if settings.admin_key and not args.worker:
         await _ensure_admin_key(settings)
-    return await serve(settings, worker=args.worker)
+    return await serve(settings, worker=args.worker, tune_gc=True)
 
 
 async def _ensure_admin_key(settings: Settings) -> None:

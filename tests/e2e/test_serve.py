@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -141,4 +142,8 @@ def test_metrics_show_gateway_and_service_series_without_secrets(raven):
     assert 'raven_tokens_total{direction="completion",model="raven/local-chat",provider="local"}' in text
     assert 'raven_upstream_attempts_total{outcome="ok",route="local/local-chat"} 2.0' in text
     assert "raven_generation_latency_seconds_bucket" in text
+    # `raven serve` froze start-up's heap out of the collector's view (server.settle_heap)
+    frozen = re.search(r"^raven_gc_frozen_objects (\S+)$", text, re.M)
+    assert frozen and float(frozen.group(1)) > 10_000, frozen
+    assert 'python_gc_collections_total{generation="2"}' in text
     assert p.key not in text and p.key[:12] not in text
