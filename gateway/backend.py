@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Final, TypeVar
-from uuid import uuid4
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -126,7 +126,7 @@ def _metadata_safe(value: str) -> bool:
 def request_id(scope_state: dict[str, Any]) -> str:
     """The request id chosen by the middleware (or a fresh one)."""
     rid: str | None = scope_state.get(REQUEST_ID_STATE_KEY)
-    return rid or uuid4().hex
+    return rid or os.urandom(16).hex()
 
 
 def call_metadata(request: Request[Any, Any, Any]) -> tuple[tuple[str, str], ...]:
@@ -150,9 +150,9 @@ def call_metadata(request: Request[Any, Any, Any]) -> tuple[tuple[str, str], ...
 
 
 def safe_request_id(raw: bytes | None) -> str:
-    """The client's ``x-request-id`` when it is a legal metadata value, else a new uuid4 hex."""
+    """The client's ``x-request-id`` when it is a legal metadata value, else 32 new random hex digits."""
     if raw and len(raw) <= 200:
         value = raw.decode("latin-1")
         if _metadata_safe(value):
             return value
-    return uuid4().hex
+    return os.urandom(16).hex()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.gc_collector import GCCollector
@@ -48,22 +49,40 @@ class ServiceMetrics:
                                  registry=self.registry)
         self.ttft = Histogram("raven_time_to_first_token_seconds", "Admission to the first token (chat).",
                               ("provider",), buckets=_LATENCY_BUCKETS, registry=self.registry)
+        # Label children by label values (bounded: configured models, providers, kinds, statuses).
+        self._children: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
+        self._attempts: dict[str, Any] = {}
 
     def overspend(self, amount: Decimal) -> None:
         self.overspend_total.inc(float(amount))
 
     def observe(self, rec: UsageRecord) -> None:
         provider = rec.provider or "none"
-        self.generations.labels(rec.kind, rec.model, provider, rec.status).inc()
+        key = (rec.kind, rec.model, provider, rec.status)
+        children = self._children.get(key)
+        if children is None:  # labels() takes a lock and builds a tuple: once per label set, not per record
+            children = self._children[key] = (
+                self.generations.labels(rec.kind, rec.model, provider, rec.status),
+                self.tokens.labels(rec.model, provider, "prompt"),
+                self.tokens.labels(rec.model, provider, "completion"),
+                self.cost.labels(rec.model, provider),
+                self.latency.labels(rec.kind, provider),
+                self.ttft.labels(provider),
+            )
+        generations, prompt, completion, cost, latency, ttft = children
+        generations.inc()
         if rec.prompt_tokens:
-            self.tokens.labels(rec.model, provider, "prompt").inc(rec.prompt_tokens)
+            prompt.inc(rec.prompt_tokens)
         if rec.completion_tokens:
-            self.tokens.labels(rec.model, provider, "completion").inc(rec.completion_tokens)
+            completion.inc(rec.completion_tokens)
         if rec.cost:
-            self.cost.labels(rec.model, provider).inc(float(rec.cost))
+            cost.inc(float(rec.cost))
         for attempt in rec.attempts:
-            route, _, outcome = attempt.rpartition(":")
-            self.attempts.labels(route, outcome).inc()
-        self.latency.labels(rec.kind, provider).observe(rec.latency_ms / 1000)
+            child = self._attempts.get(attempt)
+            if child is None:
+                route, _, outcome = attempt.rpartition(":")
+                child = self._attempts[attempt] = self.attempts.labels(route, outcome)
+            child.inc()
+        latency.observe(rec.latency_ms / 1000)
         if rec.ttft_ms:
-            self.ttft.labels(provider).observe(rec.ttft_ms / 1000)
+            ttft.observe(rec.ttft_ms / 1000)

@@ -21,6 +21,8 @@ from typing import Any
 
 import grpc
 
+from raven_service.core.deadline import within
+
 _EOF = grpc.aio.EOF
 _SENTINEL = object()
 
@@ -111,7 +113,7 @@ class _UnaryCall:
         try:
             if self._timeout is None:
                 return await self._handler(self._request, self._context)
-            async with asyncio.timeout(self._timeout):
+            async with within(self._timeout):
                 return await self._handler(self._request, self._context)
         except (_Abort, Exception) as exc:
             raise _error(exc, self._context._initial, self._context._trailing) from None
@@ -145,7 +147,7 @@ class _StreamCall:
     async def _pump(self, handler: Callable, request: Any, deadline_s: float | None) -> None:
         queue = self._queue
         try:
-            async with asyncio.timeout(deadline_s):
+            async with within(deadline_s):
                 async for message in handler(request, self._context):
                     self._set_initial(())
                     await queue.put(message)

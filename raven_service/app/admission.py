@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -107,7 +107,7 @@ class Admitter:
         # In-process slots are taken and given back synchronously: no task per request for either.
         self._slots_now = limiter.acquire_slot_now if isinstance(limiter, LocalSlots) else None
         self._ledger = ledger
-        self.instance_id = instance_id or "i-" + uuid.uuid4().hex[:12]
+        self.instance_id = instance_id or "i-" + os.urandom(6).hex()
         self._hold_ttl = hold_ttl
         #: Credit slices (off when slice_factor <= 1): most credit-limited requests hold in memory.
         self.slices = SliceBank(credits, self.instance_id, ttl=hold_ttl, factor=slice_factor,
@@ -224,7 +224,7 @@ class Admitter:
                                       owner=self.instance_id, budget_window=window)
             if (principal.has_credit_limit or budgeted) and worst > 0 and piece is None:
                 hold = CreditHold(
-                    id="hold_" + uuid.uuid4().hex, key_id=principal.key_id, amount=worst,
+                    id="hold_" + os.urandom(16).hex(), key_id=principal.key_id, amount=worst,
                     owner="" if fixed else self.instance_id,
                     expires_at=time.time() + (hold_seconds if hold_seconds is not None else self._hold_ttl),
                     budget_window=window,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,6 +16,7 @@ import msgspec
 from raven_service.accounting.pricing import chat_cost
 from raven_service.app.admission import Admitter, Ticket
 from raven_service.app.validation import validate_chat
+from raven_service.core.deadline import within
 from raven_service.core.errors import RavenError, UpstreamError, UpstreamTimeout
 from raven_service.core.tokens import count_message_tokens, count_tokens
 from raven_service.core.types import (
@@ -197,7 +198,7 @@ class ChatUseCase:
         except RavenError as exc:
             await self._admitter.attach_rate(exc, principal)
             raise
-        adm_id = _ID_PREFIX.get(req.dialect, "chatcmpl-") + uuid.uuid4().hex
+        adm_id = _ID_PREFIX.get(req.dialect, "chatcmpl-") + os.urandom(16).hex()
 
         def fallback(ticket: Ticket, status: str, error: str) -> UsageRecord:
             # Ended before the use case reported anything (e.g. cancelled before the first event):
@@ -258,7 +259,7 @@ class ChatUseCase:
     async def complete(self, adm: ChatAdmission) -> ChatCompletion:
         outcome = Outcome()
         try:
-            async with asyncio.timeout(self._request_timeout):
+            async with within(self._request_timeout):
                 result = await self._router.complete(adm.targets, outcome)
         except asyncio.CancelledError:
             self._finish(adm, outcome, status="cancelled", prompt_tokens=adm.prompt_tokens,

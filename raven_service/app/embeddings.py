@@ -3,8 +3,8 @@ per request, whatever its outcome), through the same admission scope as chat."""
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -93,7 +93,7 @@ class EmbeddingsUseCase:
             await self._admitter.attach_rate(exc, principal)
             raise
         estimate = estimate_tokens(req)
-        gen_id = "emb-" + uuid.uuid4().hex
+        gen_id = "emb-" + os.urandom(16).hex()
         attempts: list[str] = []
         served: list[Route] = []
 

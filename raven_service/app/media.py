@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -80,7 +80,7 @@ class ImageUseCase:
             await self._admitter.attach_rate(exc, principal)
             raise
         cost = image_cost(model, count)
-        gen_id = "img-" + uuid.uuid4().hex
+        gen_id = "img-" + os.urandom(16).hex()
 
         def record(ticket: Ticket, status: str, error: str, actual: Decimal = Decimal(0)) -> UsageRecord:
             return UsageRecord(
@@ -100,7 +100,7 @@ class ImageUseCase:
                 for img in images:
                     stored = ""
                     if fmt == "url":
-                        file_id = "file-" + uuid.uuid4().hex
+                        file_id = "file-" + os.urandom(16).hex()
                         await self._files.put_file(StoredFile(id=file_id, key_id=principal.key_id,
                                                               mime_type="image/png", data=img.png,
                                                               created_at=time.time()))
@@ -146,7 +146,7 @@ class VideoUseCase:
             await self._admitter.attach_rate(exc, principal)
             raise
         cost = video_cost(model, secs)
-        task_id = "vid-" + uuid.uuid4().hex
+        task_id = "vid-" + os.urandom(16).hex()
 
         def submit_record(ticket: Ticket, status: str, error: str) -> UsageRecord:
             # The submission itself, when it did not become a task (cancelled, failed, or a duplicate

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -157,7 +157,7 @@ class SliceBank:
             self._prefetching.discard(key)
 
     async def _lease(self, key: SliceKey, amount: Decimal, window: float | None) -> CreditHold | None:
-        hold = CreditHold(id="slice_" + uuid.uuid4().hex, key_id=key[0], amount=amount, owner=self.owner,
+        hold = CreditHold(id="slice_" + os.urandom(16).hex(), key_id=key[0], amount=amount, owner=self.owner,
                           expires_at=self.wall() + self.ttl, budget_window=window)
         task = asyncio.ensure_future(self.credits.reserve_hold(hold))
         try:

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import msgspec
 
+from raven_service.core.deadline import within, within_at
 from raven_service.core.errors import BROKEN, REJECTED, TRANSIENT, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -333,11 +334,11 @@ class UpstreamResponse:
                 return b""
             if self._first:
                 which = "first byte"
-                async with asyncio.timeout_at(self._deadline):
+                async with within_at(self._deadline):
                     data = await content.readany()
                 self._first = False
                 return data
-            async with asyncio.timeout(self._client.idle_timeout):
+            async with within(self._client.idle_timeout):
                 return await content.readany()
         except TimeoutError as exc:  # before OSError: TimeoutError is one
             if isinstance(exc, aiohttp.ClientError):
@@ -366,7 +367,7 @@ class UpstreamResponse:
         """Leaves a response whose meaningful content has been consumed: waits up to `grace` s
         for the rest of the body so the connection can be reused, else closes it."""
         try:
-            async with asyncio.timeout(grace):
+            async with within(grace):
                 while not self._content.is_eof():
                     await self._content.readany()
         except (TimeoutError, aiohttp.ClientError, OSError):
@@ -491,7 +492,7 @@ class UpstreamClient:
         deadline = loop.time() + self.first_byte_timeout
         resp: aiohttp.ClientResponse | None = None
         try:
-            async with asyncio.timeout_at(deadline):
+            async with within_at(deadline):
                 resp = await session.request(
                     method, url, headers=headers, data=body, allow_redirects=follow_redirects
                 )
@@ -505,7 +506,7 @@ class UpstreamClient:
             return UpstreamResponse(self, resp, deadline)
         parts: list[bytes] = []
         try:
-            async with asyncio.timeout_at(max(deadline, loop.time() + min(self.idle_timeout, 10.0))):
+            async with within_at(max(deadline, loop.time() + min(self.idle_timeout, 10.0))):
                 size = 0
                 while size < error_limit and (data := await resp.content.read(error_limit - size)):
                     parts.append(data)

@@ -62,6 +62,7 @@ import h2.exceptions
 import httpcore
 import httpx
 
+from raven_service.core.deadline import within, within_at
 from raven_service.core.errors import BROKEN, TRANSIENT, UpstreamError, UpstreamTimeout
 from raven_service.providers._http import (
     UpstreamClient,
@@ -290,10 +291,10 @@ class H2UpstreamResponse(UpstreamResponse):
         which = "first byte" if self._first else "idle"
         try:
             if self._first:
-                async with asyncio.timeout_at(self._deadline):
+                async with within_at(self._deadline):
                     data = await anext(self._chunks, b"")
             else:
-                async with asyncio.timeout(client.idle_timeout):
+                async with within(client.idle_timeout):
                     data = await anext(self._chunks, b"")
         except httpx.HTTPError as exc:  # before TimeoutError: httpx's timeouts are not TimeoutErrors
             raise client.transport_error(exc) from None
@@ -311,7 +312,7 @@ class H2UpstreamResponse(UpstreamResponse):
         """Leaves a response whose meaningful content has been consumed: waits up to `grace` s
         for the rest of the body (so the stream ends without a reset), else cancels it."""
         try:
-            async with asyncio.timeout(grace):
+            async with within(grace):
                 while not self._eof and not self._closed:
                     if not await anext(self._chunks, b""):
                         self._eof = True
@@ -459,7 +460,7 @@ class H2UpstreamClient(UpstreamClient):
         deadline = loop.time() + self.first_byte_timeout
         content, headers = await _encode_body(body, headers)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with within_at(deadline):
                 request = client.build_request(method, url, headers=headers, content=content)
                 resp = await client.send(request, stream=True, follow_redirects=follow_redirects)
         except httpx.HTTPError as exc:  # before TimeoutError: httpx's timeouts are not TimeoutErrors
@@ -473,7 +474,7 @@ class H2UpstreamClient(UpstreamClient):
         parts: list[bytes] = []
         chunks = resp.aiter_bytes()
         try:
-            async with asyncio.timeout_at(max(deadline, loop.time() + min(self.idle_timeout, 10.0))):
+            async with within_at(max(deadline, loop.time() + min(self.idle_timeout, 10.0))):
                 size = 0
                 async for data in chunks:
                     parts.append(data)

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import base64
 import os
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -456,7 +455,7 @@ def normalise_stop_reason(native: str | None, made_tool_calls: bool = False) -> 
 
 def mint_call_id() -> str:
     """A fresh ``call_`` + 24 hex characters id, for a tool_use block that came without one."""
-    return "call_" + uuid.uuid4().hex[:24]
+    return "call_" + os.urandom(12).hex()
 
 
 def _block_key(ev: _Event) -> int:

@@ -92,7 +92,6 @@ from __future__ import annotations
 import base64
 import mimetypes
 import os
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -444,7 +443,7 @@ def normalise_finish(native: str | None, made_tool_calls: bool = False) -> str:
 
 def mint_call_id() -> str:
     """A fresh ``call_`` + 24 alphanumerics id, for function calls Gemini gives no id."""
-    return "call_" + uuid.uuid4().hex[:24]
+    return "call_" + os.urandom(12).hex()
 
 
 class _Translation(StreamStateBase):

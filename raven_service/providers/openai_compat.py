@@ -35,7 +35,6 @@ import base64
 import binascii
 import io
 import os
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -332,7 +331,7 @@ def normalise_finish(native: str | None, made_tool_calls: bool = False) -> str:
 
 def mint_call_id() -> str:
     """A fresh ``call_`` + 24 alphanumerics id, for upstreams that give none."""
-    return "call_" + uuid.uuid4().hex[:24]
+    return "call_" + os.urandom(12).hex()
 
 
 def _text(content: _Content) -> str:
