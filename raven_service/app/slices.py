@@ -78,7 +78,7 @@ class SliceBank:
     #: When a request leaves its slice with less than this share free, the key's next slice is
     #: leased in the background, so a busy key's requests do not wait for a lease (a store
     #: transaction) each time a slice runs out. 0: lease only when no slice has room.
-    prefetch_below: float = 0.25
+    prefetch_below: float = 0.5
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _slices: dict[SliceKey, list[Slice]] = field(default_factory=dict)
@@ -86,6 +86,8 @@ class SliceBank:
     _growth: dict[SliceKey, int] = field(default_factory=dict)  # the factor of the key's next lease
     _background: set[asyncio.Task[object]] = field(default_factory=set)
     _prefetching: set[SliceKey] = field(default_factory=set)
+    #: Resolved when the key's lease under way lands (or fails): what requests without room wait on.
+    _landing: dict[SliceKey, asyncio.Future[None]] = field(default_factory=dict)
     #: Slices whose return failed (store outage): retried by every tick, so none stays held.
     _unreturned: set[str] = field(default_factory=set)
 
@@ -101,6 +103,14 @@ class SliceBank:
         if piece is not None:
             self._maybe_prefetch(key, worst, piece.slice)
             return piece
+        while (landing := self._landing.get(key)) is not None:
+            # A lease is under way: wait for it together with every other request that found no
+            # room, then carve. (Queued on the lock instead, they would resume one per loop
+            # iteration: at c=64 that convoy put 0.5 s on the last one.)
+            await asyncio.shield(landing)
+            piece = self._carve(key, worst)
+            if piece is not None:
+                return piece
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # one lease per key at a time: a burst does not lease a slice per request
             piece = self._carve(key, worst)
@@ -115,15 +125,20 @@ class SliceBank:
         last slice gets one twice as big (up to `max_factor` worst cases), so a busy key leases
         rarely; a refused big lease retries at the base size; None if that is refused too."""
         grown = min(self._growth.get(key, self.factor), self.max_factor)
-        for factor in dict.fromkeys((grown, self.factor)):
-            hold = await self._lease(key, worst * factor, key[1])
-            if hold is not None:
-                self._growth[key] = factor * 2
-                s = Slice(hold=hold, last_used=self.clock())
-                self._slices.setdefault(key, []).append(s)
-                return s
-        self._growth.pop(key, None)
-        return None
+        landing = self._landing[key] = asyncio.get_running_loop().create_future()
+        try:
+            for factor in dict.fromkeys((grown, self.factor)):
+                hold = await self._lease(key, worst * factor, key[1])
+                if hold is not None:
+                    self._growth[key] = factor * 2
+                    s = Slice(hold=hold, last_used=self.clock())
+                    self._slices.setdefault(key, []).append(s)
+                    return s
+            self._growth.pop(key, None)
+            return None
+        finally:
+            del self._landing[key]
+            landing.set_result(None)
 
     def __post_init__(self) -> None:
         self._low_share = Decimal(self.prefetch_below)  # once, not per request

@@ -159,7 +159,7 @@ class CountingStore:
 async def test_a_running_low_slice_leases_the_next_in_the_background(store) -> None:
     key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("100"))
     counting = CountingStore(store)
-    bank = SliceBank(counting, "i-1", factor=4, idle_seconds=60)  # type: ignore[arg-type]
+    bank = SliceBank(counting, "i-1", factor=4, idle_seconds=60, prefetch_below=0.25)  # type: ignore[arg-type]
     pieces = [await bank.take(key.id, Decimal("1"), None) for _ in range(3)]  # 4.0 slice, 1.0 (25 %) left
     assert counting.leases == 1 and not bank._background
     pieces.append(await bank.take(key.id, Decimal("1"), None))  # 0 left: the next lease starts, unawaited
@@ -186,7 +186,7 @@ async def test_a_running_low_slice_leases_the_next_in_the_background(store) -> N
 async def test_no_prefetch_while_another_slice_has_room_or_a_lease_is_under_way(store) -> None:
     key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("100"))
     counting = CountingStore(store)
-    bank = SliceBank(counting, "i-1", factor=4, idle_seconds=60)  # type: ignore[arg-type]
+    bank = SliceBank(counting, "i-1", factor=4, idle_seconds=60, prefetch_below=0.25)  # type: ignore[arg-type]
     pieces = [await bank.take(key.id, Decimal("1"), None) for _ in range(4)]
     pieces += [await bank.take(key.id, Decimal("1"), None) for _ in range(3)]  # while the prefetch runs
     await asyncio.gather(*bank._background)
@@ -200,7 +200,7 @@ async def test_no_prefetch_while_another_slice_has_room_or_a_lease_is_under_way(
 
 async def test_an_unused_prefetched_slice_goes_back_at_idle_time(store) -> None:
     key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("100"))
-    bank = SliceBank(store, "i-1", factor=4, idle_seconds=0.05)
+    bank = SliceBank(store, "i-1", factor=4, idle_seconds=0.05, prefetch_below=0.25)
     pieces = [await bank.take(key.id, Decimal("1"), None) for _ in range(4)]
     await asyncio.gather(*bank._background)
     assert len(await store.list_holds(key.id)) == 2
@@ -211,4 +211,42 @@ async def test_an_unused_prefetched_slice_goes_back_at_idle_time(store) -> None:
         if not await store.list_holds(key.id):
             break
     assert await store.list_holds(key.id) == []
+    assert (await store.get_key(key.id)).credits_reserved == 0
+
+
+class GatedStore(CountingStore):
+    """Leases wait for `gate` (a lease that is slow to land)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__(store)
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def reserve_hold(self, hold):
+        await self.gate.wait()
+        return await super().reserve_hold(hold)
+
+
+async def test_requests_without_room_wait_for_one_lease_and_resume_together(store) -> None:
+    key, _ = await create_key(store, name="k", rpm=0, concurrency=0, credits=Decimal("1000"))
+    gated = GatedStore(store)
+    bank = SliceBank(gated, "i-1", factor=32, idle_seconds=60, prefetch_below=0)  # type: ignore[arg-type]
+    pieces = [await bank.take(key.id, Decimal("1"), None) for _ in range(32)]  # the first slice, used up
+    gated.gate.clear()
+    waiting = [asyncio.ensure_future(bank.take(key.id, Decimal("1"), None)) for _ in range(20)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert gated.leases == 1 and not any(t.done() for t in waiting)  # one lease under way for all 20
+    gated.gate.set()
+    while not any(t.done() for t in waiting):  # the lease lands (a real store transaction); this
+        await asyncio.sleep(0)  # test runs every loop iteration, to count them
+    for _ in range(3):  # a few loop iterations, not one per waiting request
+        await asyncio.sleep(0)
+    assert all(t.done() for t in waiting)
+    got = [t.result() for t in waiting]
+    assert gated.leases == 2 and all(p is not None for p in got)
+    assert len({p.hold_id for p in got}) == 1  # all carved from the one new slice (64 worst cases)
+    for p in pieces + got:
+        bank.give_back(p, Decimal("1"))
+    await bank.release_all()
     assert (await store.get_key(key.id)).credits_reserved == 0
