@@ -125,24 +125,16 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
                 # Exact-type dispatch on the concrete event classes, written as `type(ev) is C` in each
                 # test so that mypy narrows `ev`. Measured (CPython 3.11) as fast as the former
                 # `kind = type(ev)`; `match` class patterns cost about 3x and isinstance about 1.3x.
+                msg: chat_service_pb2.StreamChatCompletionResponse | None = None
                 if type(ev) is TextDelta:
-                    delta = Delta(content=ev.text)
-                    choice = Choice(index=0, delta=delta)
+                    # Filled in place: a Delta and a Choice built apart would each be copied into it.
+                    msg = Response(**base)
+                    choice = msg.choices.add()
+                    choice.delta.content = ev.text
                 elif type(ev) is ToolCallDelta:
-                    tc = chat_pb2.ToolCallDelta(index=ev.index)
-                    if ev.id is not None:
-                        tc.id, tc.type = ev.id, "function"
-                    if ev.name is not None:
-                        tc.name = ev.name
-                    if ev.arguments or ev.id is not None:
-                        tc.arguments = ev.arguments
-                    choice = Choice(index=0, delta=Delta(tool_calls=[tc]))
+                    choice = _tool_call_choice(ev)
                 elif type(ev) is ReasoningDelta:
-                    delta = Delta(reasoning=chat_pb2.ReasoningDelta(
-                        index=ev.index, text=ev.text, signature=ev.signature, encrypted=ev.encrypted))
-                    if ev.text:
-                        delta.reasoning_content = ev.text
-                    choice = Choice(index=0, delta=delta)
+                    choice = _reasoning_choice(ev)
                 elif type(ev) is Finish:
                     if failed is not None:
                         failed_native = ev.native
@@ -170,11 +162,32 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
                     continue
                 else:
                     continue
+                if msg is None:
+                    msg = Response(**base, choices=[choice])
                 if first:
                     first = False
-                    choice.delta.role = _ASSISTANT
-                    yield Response(**base, choices=[choice], provider=provider, dropped_params=list(adm.dropped))
-                    continue
-                yield Response(**base, choices=[choice])
+                    msg.choices[0].delta.role = _ASSISTANT
+                    msg.provider = provider
+                    msg.dropped_params.extend(adm.dropped)
+                yield msg
         finally:
             await events.aclose()
+
+
+def _tool_call_choice(ev: ToolCallDelta) -> chat_pb2.ChunkChoice:
+    tc = chat_pb2.ToolCallDelta(index=ev.index)
+    if ev.id is not None:
+        tc.id, tc.type = ev.id, "function"
+    if ev.name is not None:
+        tc.name = ev.name
+    if ev.arguments or ev.id is not None:
+        tc.arguments = ev.arguments
+    return chat_pb2.ChunkChoice(index=0, delta=chat_pb2.ChatDelta(tool_calls=[tc]))
+
+
+def _reasoning_choice(ev: ReasoningDelta) -> chat_pb2.ChunkChoice:
+    delta = chat_pb2.ChatDelta(reasoning=chat_pb2.ReasoningDelta(
+        index=ev.index, text=ev.text, signature=ev.signature, encrypted=ev.encrypted))
+    if ev.text:
+        delta.reasoning_content = ev.text
+    return chat_pb2.ChunkChoice(index=0, delta=delta)
