@@ -238,7 +238,7 @@ async def test_requests_without_room_wait_for_one_lease_and_resume_together(stor
         await asyncio.sleep(0)
     assert gated.leases == 1 and not any(t.done() for t in waiting)  # one lease under way for all 20
     gated.gate.set()
-    while not any(t.done() for t in waiting):  # the lease lands (a real store transaction); this
+    while not any(t.done() for t in waiting):  # noqa: ASYNC110  # the lease lands (a store transaction); this
         await asyncio.sleep(0)  # test runs every loop iteration, to count them
     for _ in range(3):  # a few loop iterations, not one per waiting request
         await asyncio.sleep(0)
