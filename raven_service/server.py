@@ -365,11 +365,11 @@ def configure_access_log() -> None:
 #: ~0.5 ms of a loaded server's life, and a full one (~100 ms over the ~100,000 objects start-up
 #: leaves) every second, finding nothing: a request leaves no reference cycles behind. Measured with
 #: gc.callbacks at c=64 (bench/raven-bench.toml, one core): 17 % of the process's CPU went to the
-#: collector. Frozen and with these thresholds, a steady load runs no collection (64 requests in
-#: flight keep fewer than 20,000 more container objects alive than at the last collection), and
-#: leaked cycles (exceptions with tracebacks, mostly: abandoned streams) are collected once 20,000
-#: accumulate: the memory soak (bench/soak.py) ends at ~118 MiB with these, ~123 MiB with 50,000.
-GC_THRESHOLDS: Final = (20_000, 20, 20)
+#: collector. Frozen and with these thresholds, a steady c=64 load runs a young collection every few
+#: seconds (~10 ms of 10 s), and leaked cycles (exceptions with tracebacks, mostly: abandoned
+#: streams) are collected once 10,000 accumulate. The memory soak (bench/soak.py, 2.5 min) ended at
+#: 115.7 MiB with 10,000, 117.9 with 20,000; 10 minutes with 50,000 reached 123 MiB.
+GC_THRESHOLDS: Final = (10_000, 20, 20)
 
 
 def settle_heap() -> None:

@@ -18,12 +18,12 @@ settle_heap()
 gc.callbacks.append(lambda phase, info: runs.append(info["generation"]) if phase == "start" else None)
 runs = []
 keep = []
-for i in range(40_000):  # acyclic churn, ~10,000 containers alive (64 requests in flight): no collection
+for i in range(40_000):  # acyclic churn, ~5,000 containers alive (requests in flight): no collection
     keep.append({"i": i, "items": [i]})
-    if len(keep) > 5_000:
+    if len(keep) > 2_500:
         keep.pop(0)
 churn = list(runs)
-for _ in range(60_000):  # cyclic garbage: collected once it reaches the young threshold
+for _ in range(30_000):  # cyclic garbage: collected once it reaches the young threshold
     a = []; a.append(a)
 print(json.dumps({"before": before, "frozen": gc.get_freeze_count(), "thresholds": gc.get_threshold(),
                   "expected": GC_THRESHOLDS, "churn": churn, "cycles": runs}))
