@@ -24,9 +24,11 @@ import ipaddress
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("raven.alerts")
 
@@ -103,6 +105,8 @@ class WebhookSender:
 
     def _start(self) -> None:
         if not self._tasks:
+            import httpx  # lazy: ~0.15 s of start-up (its CLI module pulls in rich), for the first alert only
+
             self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
             self._tasks = [asyncio.get_running_loop().create_task(self._run(), name=f"alert-webhook-{i}")
                            for i in range(self._workers)]
@@ -116,6 +120,8 @@ class WebhookSender:
                 self._queue.task_done()
 
     async def _deliver(self, d: _Delivery) -> None:
+        import httpx  # imported by _start already
+
         assert self._client is not None
         headers = {"content-type": "application/json", SIGNATURE_HEADER: signature(d.secret, d.body),
                    "x-raven-delivery": d.id, "user-agent": "raven-alerts/1"}

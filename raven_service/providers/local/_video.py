@@ -16,7 +16,6 @@ import tempfile
 import threading
 from collections.abc import Callable
 
-import av
 from PIL import Image, ImageDraw, ImageOps
 
 from raven_service.providers.local._images import draw_caption, font, render_scene, scene_rng
@@ -86,6 +85,8 @@ def encode_video(
     sprites = [_Sprite(rng, width, height) for _ in range(3)]
     counter_size = max(10, min(width, height) // 20)
     counter_font = font(counter_size)
+
+    import av  # lazy: PyAV (FFmpeg) costs ~0.13 s of every start-up, for the local simulator's videos only
 
     with tempfile.TemporaryDirectory(prefix="raven-video-") as folder:
         path = os.path.join(folder, "video.mp4")
