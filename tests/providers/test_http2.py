@@ -32,6 +32,7 @@ from raven_service.core.types import (
 )
 from raven_service.providers import anthropic, gemini
 from raven_service.providers._client import upstream_client
+from raven_service.providers._h1 import H1UpstreamClient
 from raven_service.providers._http import UpstreamClient
 from raven_service.providers._http2 import H2UpstreamClient, error_from_httpx
 from raven_service.providers.openai_compat import OpenAICompatProvider, create
@@ -118,7 +119,7 @@ def text(events: Sequence[ChatEvent]) -> str:
 def test_from_config_picks_the_client_by_the_http2_flag() -> None:
     assert ProviderConfig(kind="openai", base_url="https://x/v1").http2 is False
     h1 = upstream_client("a", ProviderConfig(kind="openai", base_url="https://x/v1"))
-    assert type(h1) is UpstreamClient
+    assert type(h1) is H1UpstreamClient and isinstance(h1, UpstreamClient)
     cfg = ProviderConfig(kind="openai", base_url="https://x/v1", http2=True, connect_timeout=1.5,
                          first_byte_timeout=7.0, idle_timeout=3.0)
     h2c = upstream_client("b", cfg)
@@ -132,7 +133,7 @@ def test_every_adapter_gets_the_http2_client_from_its_config() -> None:
                                                     http2=True))
         assert type(adapter._http) is H2UpstreamClient
         adapter = module.create("p", ProviderConfig(kind=module.__name__.rsplit(".", 1)[1], base_url="https://x"))
-        assert type(adapter._http) is UpstreamClient
+        assert type(adapter._http) is H1UpstreamClient
     assert type(create("p", ProviderConfig(kind="openai", base_url="http://x", http2=True))._http) is H2UpstreamClient
 
 
