@@ -1,7 +1,7 @@
 """The HTTP/1.1 upstream client on httptools (`providers._h1`), against raw TCP servers on 127.0.0.1
 that write the exact bytes each case needs: keep-alive reuse, the three ways a body ends, content
 codings, back-pressure, early close, the pool's limit and its waiters, idle expiry, failures and
-their mapping, TLS. Every test runs on asyncio's loop and on uvloop's (tests/providers/conftest.py).
+their mapping, TLS. Every test runs on asyncio's loop and on uvloop's (conftest.py beside this file).
 The adapters' own suites (test_openai_compat, test_anthropic, test_gemini) run on this client too."""
 
 from __future__ import annotations
