@@ -155,6 +155,9 @@ class _Connection(asyncio.Protocol):
         self._header_values.append(value)
 
     def on_headers_complete(self) -> None:
+        if self.eof:  # a second response after the one asked for: the connection is not trusted
+            self.keep_alive = False
+            return
         status = self.parser.get_status_code()
         names, values = self._header_names, self._header_values
         self._header_names, self._header_values = [], []
@@ -182,7 +185,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if not self.headers_done:
+        if not self.headers_done or self.eof:
             return  # an interim response's body (there is none in practice)
         if self._decoder is not None:
             try:
@@ -202,7 +205,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        if not self.headers_done:
+        if not self.headers_done or self.eof:
             return  # the end of an interim response
         if self._decoder is not None:
             with contextlib.suppress(zlib.error):
@@ -296,7 +299,7 @@ class _Pool:
     async def acquire(self, origin: _Origin) -> _Connection:
         """A free connection to `origin`: an idle one, else a new one (waiting for room)."""
         idle = self.idle.get(origin.key)
-        if idle:
+        if idle is not None:
             now = self.loop.time()
             while idle:
                 conn = idle.pop()
@@ -307,6 +310,7 @@ class _Pool:
                     continue
                 conn.begin()
                 return conn
+            del self.idle[origin.key]  # no entry per origin ever seen (media URLs name many hosts)
         while self.count >= self.limit:
             if not self._evict_idle():
                 waiter = self.loop.create_future()

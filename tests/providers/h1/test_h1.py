@@ -233,6 +233,15 @@ async def test_an_unknown_content_coding_is_a_broken_reply(server: Raw, client: 
     assert err.value.kind == BROKEN and "unsupported content encoding" in str(err.value)
 
 
+@pytest.mark.parametrize("server", [keep_alive(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra", OK)],
+                         indirect=True)
+async def test_a_connection_that_sent_more_than_one_response_is_not_reused(server: Raw, client: H1UpstreamClient
+                                                                           ) -> None:
+    assert await post(client, server.url) == b"{}"
+    assert await post(client, server.url) == b"{}"  # not the unasked-for "extra"
+    assert server.connections == 2
+
+
 @pytest.mark.parametrize("server", [keep_alive(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)], indirect=True)
 async def test_an_interim_response_is_skipped(server: Raw, client: H1UpstreamClient) -> None:
     assert await post(client, server.url) == b"{}"
