@@ -41,7 +41,7 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retry_base_delay: float = 0.25
     retry_max_delay: float = 4.0
     headers: dict[str, str] = msgspec.field(default_factory=dict)
-    #: Use HTTP/2 (httpx + h2) for this upstream; HTTP/1.1 keep-alive (aiohttp) otherwise. Over
+    #: Use HTTP/2 (httpx + h2) for this upstream; HTTP/1.1 keep-alive (httptools, `providers._h1`) otherwise. Over
     #: https:// HTTP/2 is offered in the TLS handshake (HTTP/1.1 if the upstream declines); over
     #: http:// it means HTTP/2 with prior knowledge (h2c), which the upstream must accept.
     http2: bool = False
