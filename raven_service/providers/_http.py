@@ -1,5 +1,10 @@
-"""Upstream HTTP for provider adapters: one pooled aiohttp session per provider, the timeouts, and
-THE one place that maps transport failures and upstream HTTP statuses to `core.errors`.
+"""Upstream HTTP for provider adapters: the client interface (`UpstreamClient`, `UpstreamResponse`)
+with its aiohttp implementation, the timeouts, and THE one place that maps transport failures and
+upstream HTTP statuses to `core.errors`.
+
+Adapters hold an `_h1.H1UpstreamClient` (the default: HTTP/1.1 on httptools, a subclass that hands
+multipart bodies and redirect-following requests to the aiohttp code here) or an
+`_http2.H2UpstreamClient` (``http2 = true``); `_client.upstream_client` picks.
 
 Error mapping (`UpstreamError.retryable` drives the router's retries and fallbacks):
 
