@@ -19,7 +19,9 @@ What it does:
 - request: ``METHOD target HTTP/1.1``, ``Host``, the caller's headers (CR/LF refused: no header
   injection), ``Content-Length``, ``Accept-Encoding: identity``; no cookies, no proxies;
 - response: status, headers (a plain dict, names lower case), a body by Content-Length, chunked or
-  read to the close; gzip / deflate bodies are decoded (an upstream may compress unasked);
+  read to the close; gzip / deflate bodies are decoded (an upstream may compress unasked) as they
+  are read, `DECODE_STEP` at a time, so a small compressed body that expands a thousandfold never
+  holds the loop or the memory;
 - back-pressure: reading from the socket pauses while more than 256 KiB of body waits unread, so
   a slow consumer never makes Raven buffer an upstream's whole stream;
 - a connection is reused only when its response was read to the end and the server allows it
@@ -57,7 +59,9 @@ __all__ = ["H1UpstreamClient", "H1UpstreamResponse"]
 
 #: Unread body bytes above which reading from the socket pauses, and below which it resumes.
 HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+#: The most decoded bytes one step of decompression produces (a compressed body is decoded as it is
+#: read: 16 KiB of gzip can hold 16 MiB, which decoded at once would hold the loop and the memory).
+DECODE_STEP = 64 * 1024
 #: Parsed request targets kept per client (URLs are the provider's few endpoints, or media URLs).
 _TARGET_CACHE = 512
 _SAFE_PATH = "/%:@!$&'()*+,;=-._~"
@@ -114,7 +118,10 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._to_close = False  # the body runs to the connection's close
         self._decoder: Any = None
+        self._coded: collections.deque[bytes] = collections.deque()  # compressed bytes not decoded yet
+        self._decoded_any = False
         self._raw_deflate = False
+        self._ended = False  # the body ended on the wire (`eof` once its compressed rest is decoded)
 
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,8 +147,10 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.busy and not self.eof and self.failure is None:
             if self.headers_done and self._to_close:
-                self.eof = True  # a body delimited by the close: this was its end
                 self.keep_alive = False
+                self._ended = True  # a body delimited by the close: this was its end
+                if not self._coded:
+                    self._end()
             elif self.headers_done:
                 self.failure = _Failure("response body was cut off", retryable=True)
             else:
@@ -185,28 +194,56 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if not self.headers_done or self.eof:
+        if not self.headers_done or self._ended:
             return  # an interim response's body (there is none in practice)
-        if self._decoder is not None:
-            try:
-                body = self._decoder.decompress(body)
-            except zlib.error:
-                if self._raw_deflate_retry(body):
-                    return
-                self._fail(_Failure("response body could not be decoded", retryable=False))
-                return
-            if not body:
-                return
-        self._body.append(body)
-        self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
+        if self._decoder is None:
+            self._push(body)
+        else:
+            self._coded.append(body)
+            self._decode()
 
     def on_message_complete(self) -> None:
-        if not self.headers_done or self.eof:
+        if not self.headers_done or self._ended:
             return  # the end of an interim response
+        self._ended = True
+        if not self._coded:
+            self._end()
+
+    # ---------------------------------------------------------------- the body
+    def _push(self, data: bytes) -> None:
+        self._body.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER:
+            self._pause()
+        self._wake()
+
+    def _decode(self) -> None:
+        """Decodes compressed bytes, DECODE_STEP of output at a time, while less than HIGH_WATER
+        waits unread; the socket stays paused while compressed bytes wait."""
+        coded, decoder = self._coded, self._decoder
+        while coded and self._buffered < HIGH_WATER:
+            try:
+                out = decoder.decompress(coded[0], DECODE_STEP)
+            except zlib.error:
+                if self._decoded_any or self._raw_deflate:
+                    self._fail(_Failure("response body could not be decoded", retryable=False))
+                    return
+                self._raw_deflate = True  # some servers send raw deflate for "deflate"
+                decoder = self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                continue
+            self._decoded_any = True
+            if decoder.unconsumed_tail:
+                coded[0] = decoder.unconsumed_tail
+            else:
+                coded.popleft()
+            if out:
+                self._push(out)
+        if coded:
+            self._pause()
+        elif self._ended and not self.eof:
+            self._end()
+
+    def _end(self) -> None:
         if self._decoder is not None:
             with contextlib.suppress(zlib.error):
                 rest = self._decoder.flush()
@@ -216,6 +253,11 @@ class _Connection(asyncio.Protocol):
         self.eof = True
         self._wake()
 
+    def _pause(self) -> None:
+        if not self._paused and not self.closed and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
     # ---------------------------------------------------------------- the client's side
     def begin(self) -> None:
         """Readies the connection for a new request."""
@@ -224,7 +266,8 @@ class _Connection(asyncio.Protocol):
         self.headers = {}
         self.headers_done = self.eof = self.keep_alive = self._to_close = False
         self._decoder = None
-        self._raw_deflate = False
+        self._coded.clear()
+        self._decoded_any = self._raw_deflate = self._ended = False
         self._body.clear()
         self._buffered = 0
 
@@ -237,21 +280,27 @@ class _Connection(asyncio.Protocol):
             self._waiter = None
 
     def take(self) -> bytes:
-        """Every body byte that has arrived (b"" if none)."""
+        """Every body byte that has arrived and been decoded (b"" if none: a compressed piece may
+        decode to nothing); the next step of a compressed body is decoded after it."""
         body = self._body
+        if not body and self._coded:
+            self._decode()
         if not body:
             return b""
         data = body.popleft() if len(body) == 1 else b"".join(body)
         body.clear()
         self._buffered = 0
-        if self._paused and not self.closed and self.transport is not None:
+        if self._coded:
+            self._decode()
+        if self._paused and not self._coded and not self.closed and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
         return data
 
     @property
     def has_body(self) -> bool:
-        return bool(self._body)
+        """Whether body bytes wait: decoded, or compressed ones `take` will decode."""
+        return bool(self._body) or bool(self._coded)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -261,18 +310,9 @@ class _Connection(asyncio.Protocol):
     def _fail(self, failure: _Failure) -> None:
         if self.failure is None:
             self.failure = failure
+        self._coded.clear()
         self.close()
         self._wake()
-
-    def _raw_deflate_retry(self, body: bytes) -> bool:
-        """Some servers send raw deflate for ``deflate``: switch decoders if nothing was decoded yet."""
-        decoder = self._decoder
-        if decoder is None or self._buffered or self._raw_deflate:
-            return False
-        self._raw_deflate = True
-        self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
-        self.on_body(body)
-        return True
 
     def close(self) -> None:
         self.closed = True
@@ -466,9 +506,11 @@ class H1UpstreamResponse(UpstreamResponse):
     async def chunk(self) -> bytes:
         conn = self._conn
         while True:
-            if conn.has_body:
+            if conn.has_body and (data := conn.take()):
                 self._first = False
-                return conn.take()
+                return data
+            if conn.has_body:
+                continue  # compressed bytes that decoded to nothing yet
             if conn.eof:
                 return b""
             if conn.failure is not None:
@@ -491,8 +533,11 @@ class H1UpstreamResponse(UpstreamResponse):
         with contextlib.suppress(TimeoutError):
             async with within(grace):
                 while not conn.eof and conn.failure is None and not conn.closed:
-                    conn.take()
-                    await conn.wait()
+                    if conn.has_body:
+                        conn.take()
+                        await asyncio.sleep(0)  # a long compressed rest is decoded a step per iteration
+                    else:
+                        await conn.wait()
         conn.take()
         self.close()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from raven_service.core.errors import BROKEN, TRANSIENT, UpstreamError, UpstreamTimeout
-from raven_service.providers._h1 import HIGH_WATER, H1UpstreamClient, H1UpstreamResponse
+from raven_service.providers._h1 import DECODE_STEP, HIGH_WATER, H1UpstreamClient, H1UpstreamResponse
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -85,6 +85,16 @@ class Raw:
                 writer.write(responses[min(len(self.requests), len(responses)) - 1])
                 await writer.drain()
         return handler
+
+
+def held_until(release: asyncio.Event) -> Handler:
+    """A keep-alive handler that answers each request once `release` is set."""
+    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader) is not None:
+            await release.wait()
+            writer.write(OK)
+            await writer.drain()
+    return held
 
 
 def keep_alive(*responses: bytes) -> Callable[[Raw], Handler]:
@@ -225,6 +235,30 @@ async def test_compressed_bodies_are_decoded(client: H1UpstreamClient, coding: s
         assert raw.connections == 1
 
 
+async def test_a_compressed_body_is_decoded_a_step_at_a_time_not_all_at_once(client: H1UpstreamClient) -> None:
+    """A gzip body of 16 MiB of zeros is ~16 KiB on the wire: decoded in one go it would hold the
+    loop and 16 MiB at once. It is decoded as it is read, never far past the high-water mark."""
+    data = bytes(16 * 1024 * 1024)
+    raw = Raw(lambda r, w: asyncio.sleep(0))
+    raw.handler = raw.serve(_encoded("gzip", data))
+    async with raw:
+        resp = await client.send("POST", raw.url, headers={}, body=b"{}")
+        assert isinstance(resp, H1UpstreamResponse)
+        conn = resp._conn
+        await until(lambda: conn._buffered >= HIGH_WATER or conn.eof)  # decoding has stopped for the reader
+        most = conn._buffered
+        total = 0
+        while piece := await resp.chunk():
+            assert not any(piece[:64])
+            total += len(piece)
+            most = max(most, conn._buffered)
+        resp.close()
+        assert total == len(data)
+        assert most <= HIGH_WATER + DECODE_STEP
+        assert await post(client, raw.url) == data  # and the connection was reused
+        assert raw.connections == 1
+
+
 @pytest.mark.parametrize("server", [keep_alive(
     b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 3\r\n\r\nabc")], indirect=True)
 async def test_an_unknown_content_coding_is_a_broken_reply(server: Raw, client: H1UpstreamClient) -> None:
@@ -314,14 +348,8 @@ async def test_a_cancelled_request_closes_its_connection_and_frees_its_room(clie
 async def test_the_pool_never_opens_more_than_its_limit_and_every_waiter_is_served() -> None:
     client = H1UpstreamClient("up", limit=2, first_byte_timeout=10)
     release = asyncio.Event()
-
-    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await read_request(reader) is not None:
-            await release.wait()
-            writer.write(OK)
-            await writer.drain()
     try:
-        async with Raw(held) as raw:
+        async with Raw(held_until(release)) as raw:
             tasks = [asyncio.create_task(post(client, raw.url)) for _ in range(6)]
             await until(lambda: raw.connections == 2)
             assert len(client.pool().waiters) == 4
@@ -335,14 +363,8 @@ async def test_the_pool_never_opens_more_than_its_limit_and_every_waiter_is_serv
 async def test_a_cancelled_waiter_leaves_no_hole_in_the_queue() -> None:
     client = H1UpstreamClient("up", limit=1, first_byte_timeout=10)
     release = asyncio.Event()
-
-    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await read_request(reader) is not None:
-            await release.wait()
-            writer.write(OK)
-            await writer.drain()
     try:
-        async with Raw(held) as raw:
+        async with Raw(held_until(release)) as raw:
             first = asyncio.create_task(post(client, raw.url))
             await until(lambda: raw.connections == 1)
             waiting = [asyncio.create_task(post(client, raw.url)) for _ in range(3)]
