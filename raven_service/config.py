@@ -119,6 +119,9 @@ class Settings(msgspec.Struct, kw_only=True):
     public_base_url: str = ""
     #: How the co-located gateway reaches the service: "inprocess" (no socket) or "unix".
     gateway_link: str = "inprocess"
+    #: The public gRPC port's server: "h2" (in the event loop, api/h2grpc.py) or "grpcio"
+    #: (grpc.aio's C core, which hands every operation to the loop through a poller thread).
+    grpc_server: str = "h2"
     log_level: str = "info"
     #: OpenTelemetry: an OTLP/HTTP collector base URL (`http://127.0.0.1:4318`); empty = no tracing.
     otel_endpoint: str = ""
@@ -256,6 +259,8 @@ def check_settings(settings: Settings) -> None:
     """Validates values and cross-references; raises ConfigError naming the exact key."""
     if settings.gateway_link not in ("inprocess", "unix"):
         raise ConfigError("gateway_link must be 'inprocess' or 'unix'")
+    if settings.grpc_server not in ("h2", "grpcio"):
+        raise ConfigError("grpc_server must be 'h2' or 'grpcio'")
     if settings.admin_key and not _ADMIN_SECRET.fullmatch(settings.admin_key):
         raise ConfigError("RAVEN_ADMIN_KEY (admin_key) must be 'rk-' followed by 32 to 256 URL-safe characters "
                           "(A-Z, a-z, 0-9, '-', '_'); the value given is not")

@@ -46,6 +46,7 @@ from raven_service.api.accounts import KeyServicer
 from raven_service.api.chat import ChatServicer
 from raven_service.api.embeddings import EmbeddingsServicer
 from raven_service.api.guard import RequestGuard, core_limit
+from raven_service.api.h2grpc import H2GrpcServer
 from raven_service.api.inproc import HandlerRegistry, InProcessChannel
 from raven_service.api.media import FileServicer, ImageServicer, ModelServicer, VideoServicer
 from raven_service.api.observe import ACCESS_LOG, RequestObserver, note_record
@@ -275,7 +276,7 @@ def _register_reflection_v1_descriptor(v1alpha_file) -> None:
     pool.Add(fdp)
 
 
-def enable_reflection(server: grpc.aio.Server) -> None:
+def enable_reflection(server: Any) -> None:
     """Server reflection under both `grpc.reflection.v1alpha` (grpcio's servicer) and
     `grpc.reflection.v1` (what current grpcurl / buf curl ask first). grpcio-reflection only ships
     v1alpha; the v1 messages are wire-identical (same fields and numbers, only the package differs),
@@ -297,17 +298,33 @@ def enable_reflection(server: grpc.aio.Server) -> None:
 
 
 def create_server(services: Services, address: str, *, reuse_port: bool = False,
-                  local_address: str | None = None) -> tuple[grpc.aio.Server, int]:
-    """A grpc.aio server with every servicer, health and reflection, bound to `address`
-    ("127.0.0.1:0" picks a free port). Returns the server (not started) and the bound port."""
-    interceptors: list[grpc.aio.ServerInterceptor] = [RequestGuard(services.settings.max_body_bytes)]
-    if services.observer.enabled:  # outermost, so guarded rejections are observed too
-        interceptors.insert(0, services.observer.interceptor())
-    server = grpc.aio.server(interceptors=interceptors, options=[
-        ("grpc.max_receive_message_length", core_limit(services.settings.max_body_bytes)),
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-        ("grpc.so_reuseport", 1 if reuse_port else 0),
-    ])
+                  local_address: str | None = None) -> tuple[Any, int]:
+    """The gRPC server with every servicer, health and reflection, bound to `address`
+    ("127.0.0.1:0" picks a free port): `H2GrpcServer` (api/h2grpc.py), or grpc.aio's with
+    `grpc_server = "grpcio"`. Returns the server (not started) and the bound port."""
+    guard = RequestGuard(services.settings.max_body_bytes)
+    limit = core_limit(services.settings.max_body_bytes)
+    server: Any
+    if services.settings.grpc_server == "h2":
+        observer = services.observer
+
+        def wrap(method: str, handler: Any) -> Any:
+            if method.startswith("/grpc."):  # health and reflection: grpc's own servicers
+                return handler
+            handler = guard.wrap(handler)
+            return observer.wrap(method, handler)  # outermost, so guarded rejections are observed too
+
+        server = H2GrpcServer(max_receive_message_length=limit, max_send_message_length=MAX_MESSAGE,
+                              reuse_port=reuse_port, wrap=wrap)
+    else:
+        interceptors: list[grpc.aio.ServerInterceptor] = [guard]
+        if services.observer.enabled:  # outermost, so guarded rejections are observed too
+            interceptors.insert(0, services.observer.interceptor())
+        server = grpc.aio.server(interceptors=interceptors, options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ])
     health_servicer = register_servicers(services, server)
     server.health = health_servicer
     s = services
@@ -321,7 +338,7 @@ def create_server(services: Services, address: str, *, reuse_port: bool = False,
     return server, port
 
 
-async def mark_serving(server: grpc.aio.Server, serving: bool = True) -> None:
+async def mark_serving(server: Any, serving: bool = True) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     hs = server.health
     await hs.set("", status)

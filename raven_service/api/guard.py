@@ -83,6 +83,16 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         self.max_bytes = max_bytes
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
+    def wrap(self, handler: Any) -> Any:
+        """The handler with the guarded deserializer (streaming-request handlers unchanged)."""
+        if handler is None or handler.request_streaming:
+            return handler
+        deserialize = _deserializer(handler.request_deserializer, self.max_bytes)
+        if handler.response_streaming:
+            return handler._replace(request_deserializer=deserialize,
+                                    unary_stream=_unary_stream(handler.unary_stream))
+        return handler._replace(request_deserializer=deserialize, unary_unary=_unary_unary(handler.unary_unary))
+
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming:
@@ -91,12 +101,6 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        deserialize = _deserializer(handler.request_deserializer, self.max_bytes)
-        if handler.response_streaming:
-            wrapped = handler._replace(request_deserializer=deserialize,
-                                       unary_stream=_unary_stream(handler.unary_stream))
-        else:
-            wrapped = handler._replace(request_deserializer=deserialize,
-                                       unary_unary=_unary_unary(handler.unary_unary))
+        wrapped = self.wrap(handler)
         self._wrapped[method] = (handler, wrapped)
         return wrapped

@@ -13,6 +13,18 @@ from raven.v1 import chat_pb2, chat_service_pb2, chat_service_pb2_grpc, model_se
 CHAT = "raven/local-chat"
 
 
+@pytest.fixture(params=["h2", "grpcio"])
+def grpc_server(request) -> str:
+    """Both gRPC servers (the in-loop default and grpc.aio's) answer hostile input the same way."""
+    return request.param
+
+
+@pytest.fixture
+async def svc(tmp_path, grpc_server):
+    async with service(tmp_path, grpc_server=grpc_server) as s:
+        yield s
+
+
 def _request(**fields) -> chat_service_pb2.CreateChatCompletionRequest:
     base = {"model": CHAT, "messages": [chat_pb2.ChatMessage(role="user", content="hi")]}
     base.update(fields)
@@ -69,9 +81,9 @@ async def test_deep_struct_in_a_stream_is_invalid_argument(svc, channel):
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_oversized_message_is_invalid_argument_payload_too_large(tmp_path):
+async def test_oversized_message_is_invalid_argument_payload_too_large(tmp_path, grpc_server):
     async with (
-        service(tmp_path, max_body_bytes=1024 * 1024) as svc,
+        service(tmp_path, max_body_bytes=1024 * 1024, grpc_server=grpc_server) as svc,
         grpc.aio.insecure_channel(svc.target, options=[("grpc.max_send_message_length", -1)]) as ch,
     ):
         stub = chat_service_pb2_grpc.ChatServiceStub(ch)

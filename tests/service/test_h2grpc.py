@@ -1,0 +1,333 @@
+"""The in-loop gRPC server (api/h2grpc.py) against grpc's own client over real sockets, and against
+raw HTTP/2 (h2 as a client) where a grpc client cannot be made to misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+import struct
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from raven_service.api.h2grpc import H2GrpcServer
+
+SERVICE = "test.Echo"
+pytestmark = pytest.mark.timeout(30)
+
+
+def _raw(b: bytes) -> bytes:
+    return b
+
+
+class Probe:
+    """Handlers recording how each call ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.peers: list[str] = []
+        self.metadata: list[tuple] = []
+
+    async def echo(self, request: bytes, context) -> bytes:
+        self.peers.append(context.peer())
+        self.metadata.append(context.invocation_metadata())
+        context.set_trailing_metadata((("x-trailer", "t"), ("x-blob-bin", b"\x00\xff")))
+        return request
+
+    async def hold(self, request: bytes, context) -> bytes:
+        self.started.set()
+        try:
+            await self.release.wait()
+            return b"released"
+        finally:
+            self.ended.append("hold")
+
+    async def fail(self, request: bytes, context) -> bytes:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "naïve 100% wrong",
+                            trailing_metadata=(("x-why", "because"),))
+        raise AssertionError("unreachable")
+
+    async def boom(self, request: bytes, context) -> bytes:
+        raise RuntimeError("secret internals")
+
+    async def big(self, request: bytes, context) -> bytes:
+        return bytes(range(256)) * (3 * 4096)  # 3 MiB: beyond every default window
+
+    async def count(self, request: bytes, context):
+        await context.send_initial_metadata((("x-first", "1"),))
+        try:
+            for i in range(int(request or b"3")):
+                yield b"%d" % i
+        finally:
+            self.ended.append("count")
+
+    async def written(self, request: bytes, context) -> None:
+        for word in (b"a", b"b", b"c"):
+            await context.write(word)
+
+    async def forever(self, request: bytes, context):
+        self.started.set()
+        try:
+            while True:
+                yield b"tick"
+                await asyncio.sleep(0.01)
+        finally:
+            self.ended.append("forever")
+
+    async def joined(self, requests, context):
+        parts = [r async for r in requests]
+        yield b"+".join(parts)
+
+
+def _handlers(p: Probe):
+    u, s = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "Echo": u(p.echo, _raw, _raw), "Hold": u(p.hold, _raw, _raw), "Fail": u(p.fail, _raw, _raw),
+        "Boom": u(p.boom, _raw, _raw), "Big": u(p.big, _raw, _raw), "Count": s(p.count, _raw, _raw),
+        "Written": s(p.written, _raw, _raw), "Forever": s(p.forever, _raw, _raw),
+        "Joined": grpc.stream_stream_rpc_method_handler(p.joined, _raw, _raw),
+    })
+
+
+@pytest.fixture
+async def served():
+    probe = Probe()
+    server = H2GrpcServer(max_receive_message_length=64 * 1024, max_send_message_length=8 * 1024 * 1024)
+    server.add_generic_rpc_handlers((_handlers(probe),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield server, port, channel, probe
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def _call(channel, name: str, kind: str = "unary_unary", **kw):
+    return getattr(channel, kind)(f"/{SERVICE}/{name}", request_serializer=_raw, response_deserializer=_raw, **kw)
+
+
+async def test_a_unary_call_carries_metadata_both_ways(served):
+    _, _, channel, probe = served
+    call = _call(channel, "Echo")(b"hello", metadata=(("x-in", "v"), ("x-in-bin", b"\x01\x02")))
+    assert await call == b"hello"
+    trailing = dict(await call.trailing_metadata())
+    assert trailing["x-trailer"] == "t" and trailing["x-blob-bin"] == b"\x00\xff"
+    received = dict(probe.metadata[0])
+    assert received["x-in"] == "v" and received["x-in-bin"] == b"\x01\x02"
+    assert "content-type" not in received and ":path" not in received
+    assert probe.peers[0].startswith("ipv4:127.0.0.1:")
+
+
+async def test_abort_gives_the_status_details_and_trailers(served):
+    _, _, channel, _ = served
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await _call(channel, "Fail")(b"")
+    err = ei.value
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.details() == "naïve 100% wrong"  # percent-encoded on the wire, decoded by the client
+    assert dict(err.trailing_metadata())["x-why"] == "because"
+
+
+async def test_a_handler_that_raises_is_unknown_without_its_text(served):
+    _, _, channel, _ = served
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await _call(channel, "Boom")(b"")
+    assert ei.value.code() == grpc.StatusCode.UNKNOWN
+    assert "secret" not in (ei.value.details() or "")
+
+
+async def test_an_unknown_method_is_unimplemented(served):
+    _, _, channel, _ = served
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await _call(channel, "Nope")(b"")
+    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_a_large_response_crosses_the_flow_control_windows_intact(served):
+    _, _, channel, _ = served
+    data = await _call(channel, "Big")(b"")
+    assert data == bytes(range(256)) * (3 * 4096)
+
+
+async def test_an_oversized_request_is_resource_exhausted(served):
+    _, _, channel, probe = served
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await _call(channel, "Echo")(b"x" * (64 * 1024 + 1))
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert probe.metadata == []  # the handler never ran
+    assert await _call(channel, "Echo")(b"after") == b"after"  # the connection still serves
+
+
+async def test_a_gzip_request_is_decoded_and_a_bomb_is_not_inflated(served):
+    _, _, channel, probe = served
+    assert await _call(channel, "Echo")(b"z" * 1000, compression=grpc.Compression.Gzip) == b"z" * 1000
+    bomb = gzip.compress(b"\0" * (16 * 1024 * 1024))
+    assert len(bomb) < 64 * 1024
+    _, port, _, _ = served
+    status = await asyncio.to_thread(_raw_call, port, f"/{SERVICE}/Echo", _frame(bomb, compressed=True),
+                                     extra=[(b"grpc-encoding", b"gzip")])
+    assert status["grpc-status"] == b"8"  # RESOURCE_EXHAUSTED
+    assert len(probe.metadata) == 1
+
+
+async def test_server_streams_from_a_generator_and_from_context_write(served):
+    _, _, channel, probe = served
+    call = _call(channel, "Count", "unary_stream")(b"4")
+    assert [m async for m in call] == [b"0", b"1", b"2", b"3"]
+    assert dict(await call.initial_metadata())["x-first"] == "1"
+    assert await call.code() == grpc.StatusCode.OK
+    assert probe.ended == ["count"]
+    assert [m async for m in _call(channel, "Written", "unary_stream")(b"")] == [b"a", b"b", b"c"]
+
+
+async def test_client_streaming_requests_reach_the_handler_in_order(served):
+    _, _, channel, _ = served
+
+    async def parts():
+        for p in (b"x", b"y", b"z"):
+            yield p
+
+    call = _call(channel, "Joined", "stream_stream")(parts())
+    assert [m async for m in call] == [b"x+y+z"]
+
+
+async def test_the_deadline_cancels_the_handler(served):
+    _, _, channel, probe = served
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await _call(channel, "Hold")(b"", timeout=0.2)
+    assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(100):
+        if probe.ended:
+            break
+        await asyncio.sleep(0.01)
+    assert probe.ended == ["hold"]  # its finally ran: the server cancelled it, not only the client
+
+
+async def test_a_client_cancel_cancels_the_handler(served):
+    _, _, channel, probe = served
+    call = _call(channel, "Forever", "unary_stream")(b"")
+    assert await call.read() == b"tick"
+    call.cancel()
+    for _ in range(200):
+        if probe.ended:
+            break
+        await asyncio.sleep(0.01)
+    assert probe.ended == ["forever"]
+
+
+async def test_a_lost_connection_cancels_its_calls(served):
+    server, port, _, probe = served
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    conn.send_headers(1, _request_headers(f"/{SERVICE}/Hold"))
+    conn.send_data(1, _frame(b""), end_stream=True)
+    writer.write(conn.data_to_send())
+    await writer.drain()
+    await asyncio.wait_for(probe.started.wait(), 5)
+    writer.transport.abort()
+    for _ in range(200):
+        if probe.ended:
+            break
+        await asyncio.sleep(0.01)
+    assert probe.ended == ["hold"]
+    assert not server.connections or all(c.closed or not c.calls for c in server.connections)
+
+
+async def test_not_grpc_is_refused_by_http_status(served):
+    _, port, _, _ = served
+    for method, ctype, want in (("GET", b"application/grpc", b"405"), ("POST", b"application/json", b"415")):
+        headers = await asyncio.to_thread(_raw_call, port, f"/{SERVICE}/Echo", _frame(b"x"), method=method,
+                                          content_type=ctype)
+        assert headers[":status"] == want
+
+
+async def test_protocol_garbage_closes_only_that_connection(served):
+    _, port, channel, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64)
+    await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), 5)  # the server's SETTINGS and GOAWAY, then EOF
+    assert rest is not None
+    writer.close()
+    assert await _call(channel, "Echo")(b"still") == b"still"
+
+
+async def test_graceful_stop_lets_a_call_in_flight_finish_and_refuses_new_ones(served):
+    server, _port, channel, probe = served
+    held = asyncio.ensure_future(_call(channel, "Hold")(b""))
+    await asyncio.wait_for(probe.started.wait(), 5)
+    stopping = asyncio.ensure_future(server.stop(5))
+    await asyncio.sleep(0.1)
+    assert not stopping.done()
+    probe.release.set()
+    assert await held == b"released"
+    await asyncio.wait_for(stopping, 5)
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await _call(channel, "Echo")(b"late", timeout=2)
+    assert ei.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def test_stop_without_grace_cancels_what_is_in_flight(served):
+    server, _, channel, probe = served
+    held = asyncio.ensure_future(_call(channel, "Hold")(b""))
+    await asyncio.wait_for(probe.started.wait(), 5)
+    await server.stop(0)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await held
+    assert probe.ended == ["hold"]
+
+
+# ------------------------------------------------------------------------------- raw HTTP/2
+def _frame(payload: bytes, compressed: bool = False) -> bytes:
+    return struct.pack(">BI", 1 if compressed else 0, len(payload)) + payload
+
+
+def _request_headers(path: str, method: str = "POST", content_type: bytes = b"application/grpc", extra=()):
+    return [(b":method", method.encode()), (b":scheme", b"http"), (b":path", path.encode()),
+            (b":authority", b"localhost"), (b"content-type", content_type), (b"te", b"trailers"), *extra]
+
+
+def _raw_call(port: int, path: str, body: bytes, *, method: str = "POST", content_type: bytes = b"application/grpc",
+              extra=()) -> dict[str, bytes]:
+    """One request over a fresh socket; the response's headers and trailers merged (blocking)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    seen: dict[str, bytes] = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        conn.initiate_connection()
+        conn.send_headers(1, _request_headers(path, method, content_type, extra))
+        conn.send_data(1, body, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        done = False
+        while not done:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    seen.update((k.decode(), v) for k, v in ev.headers)
+                if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    done = True
+            sock.sendall(conn.data_to_send())
+    return seen
+
+
+async def test_a_frame_declaring_more_than_the_frame_size_closes_the_connection_at_once(served):
+    """h2 alone would buffer the 16 MiB such a header claims before looking at it."""
+    _server, port, channel, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # SETTINGS
+                 + b"\xff\xff\xff\x00\x00\x00\x00\x00\x01" + b"x" * 1000)  # DATA claiming 16 MiB
+    await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), 5)  # GOAWAY, then the server closes
+    assert b"\x07" in rest  # a GOAWAY frame (type 7) came before the close
+    writer.close()
+    assert await _call(channel, "Echo")(b"still") == b"still"
