@@ -321,16 +321,23 @@ class _Call:
     def feed(self, data: bytes) -> None:
         if self.overflow or self.finished:
             return
+        conn = self.conn
+        if conn.buffered + len(data) > conn.server.buffer_budget:
+            self.overflow = True
+            self.fail(_Code.RESOURCE_EXHAUSTED, "Too much request data in flight on this connection")
+            return
         buf = self.buffer
+        before = len(buf)
         buf += data
-        limit = self.conn.server.max_receive
+        self._account(before)
+        limit = conn.server.max_receive
         while len(buf) >= 5:
             flag, size = _HEADER.unpack_from(buf)
             if size > limit:
                 self.overflow = True
                 self.fail(_Code.RESOURCE_EXHAUSTED,
                           f"Received message larger than max ({size} vs. {limit})")
-                buf.clear()
+                self._release()
                 return
             if len(buf) < 5 + size:
                 return
@@ -338,14 +345,24 @@ class _Call:
                 if len(buf) > 5 + size:
                     self.overflow = True
                     self.fail(_Code.UNIMPLEMENTED, "More than one request message for a unary method")
-                    buf.clear()
+                    self._release()
                 return
             payload = bytes(buf[5:5 + size])
+            before = len(buf)
             del buf[:5 + size]
+            self._account(before)
             message = self.decode(flag, payload)
             if message is None:
                 return
             self.messages.put_nowait(message)
+
+    def _account(self, before: int) -> None:
+        self.conn.buffered += len(self.buffer) - before
+
+    def _release(self) -> None:
+        """Drops what this call holds unread (counted against the connection's budget)."""
+        self.conn.buffered -= len(self.buffer)
+        self.buffer = bytearray()
 
     def decode(self, flag: int, payload: bytes) -> Any | None:
         """The request message (deserialised), or None after answering the call with an error."""
@@ -387,8 +404,9 @@ class _Call:
         if len(buf) != 5 + size:
             self.fail(_Code.INTERNAL, "Truncated request message")
             return
-        message = self.decode(flag, bytes(buf[5:]))
-        self.buffer = bytearray()
+        payload = bytes(buf[5:])
+        self._release()
+        message = self.decode(flag, payload)
         if message is not None:
             self.start(message)
 
@@ -402,6 +420,7 @@ class _Call:
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self.finished = True
+        self._release()
         if self.messages is not None:
             self.messages.put_nowait(_END)
         if self.window is not None:
@@ -506,6 +525,7 @@ class _Call:
         if self.finished:
             return
         self.finished = True
+        self._release()
         conn = self.conn
         try:
             extra = _encode_metadata(trailing)
@@ -547,6 +567,7 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._drained: asyncio.Event | None = None
         self._waiting: deque[_Call] = deque()
+        self.buffered = 0  # request bytes held by this connection's calls, not yet a message
         self._skip = 24  # the client connection preface, then each frame's payload
         self._head = bytearray()
 
@@ -654,10 +675,18 @@ class _Connection(asyncio.Protocol):
             self._drained.set()
 
     def pause_writing(self) -> None:
+        """The peer is not reading: nor do we, until it does (else its PINGs, SETTINGS and
+        requests would pile up answers in memory)."""
         self._paused = True
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self.transport is not None and not self.closed:
+            with contextlib.suppress(Exception):
+                self.transport.resume_reading()
         if self._drained is not None:
             self._drained.set()
 
@@ -799,6 +828,8 @@ class H2GrpcServer:
                  reuse_port: bool = False, wrap: Callable[[str, Any], Any] | None = None) -> None:
         self.max_receive = max_receive_message_length
         self.max_send = max_send_message_length
+        #: Request bytes one connection's calls may hold before their messages are complete.
+        self.buffer_budget = max(2 * max_receive_message_length, 32 * 1024 * 1024)
         self._reuse_port = reuse_port
         self._wrap = wrap
         self._registered: dict[str, Any] = {}

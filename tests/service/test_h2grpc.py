@@ -331,3 +331,82 @@ async def test_a_frame_declaring_more_than_the_frame_size_closes_the_connection_
     assert b"\x07" in rest  # a GOAWAY frame (type 7) came before the close
     writer.close()
     assert await _call(channel, "Echo")(b"still") == b"still"
+
+
+def _open_streams(port: int, count: int, size: int) -> list[tuple[int, dict[str, bytes]]]:
+    """Starts `count` unary calls each sending `size` bytes of a message that never completes;
+    returns the streams the server answered early, with their headers (blocking)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    answered: dict[int, dict[str, bytes]] = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        conn.initiate_connection()
+        conn.increment_flow_control_window(16 * 1024 * 1024)
+        sock.sendall(conn.data_to_send())
+        for i in range(count):
+            sid = 1 + 2 * i
+            conn.send_headers(sid, _request_headers(f"/{SERVICE}/Echo"))
+            payload = struct.pack(">BI", 0, size * 2) + b"x" * size  # declares twice what it sends
+            while payload:
+                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if window <= 0:
+                    for ev in conn.receive_data(sock.recv(65536)):
+                        if isinstance(ev, h2.events.ResponseReceived):
+                            answered[ev.stream_id] = {k.decode(): v for k, v in ev.headers}
+                    sock.sendall(conn.data_to_send())
+                    continue
+                conn.send_data(sid, payload[:window])
+                payload = payload[window:]
+            sock.sendall(conn.data_to_send())
+        sock.settimeout(0.5)
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.ResponseReceived):
+                        answered[ev.stream_id] = {k.decode(): v for k, v in ev.headers}
+        except TimeoutError:
+            pass
+    return sorted(answered.items())
+
+
+async def test_request_bytes_held_per_connection_are_bounded(served):
+    """Unfinished messages of many streams cannot pile up without bound: past the connection's
+    budget the stream that needs more is answered RESOURCE_EXHAUSTED and its bytes dropped."""
+    server, port, channel, probe = served
+    server.buffer_budget = 100_000
+    answered = await asyncio.to_thread(_open_streams, port, 5, 30_000)  # each under the message limit
+    assert [(sid, h["grpc-status"]) for sid, h in answered] == [(7, b"8"), (9, b"8")]
+    for _ in range(100):
+        if all(not c.calls for c in server.connections):
+            break
+        await asyncio.sleep(0.01)
+    assert all(c.buffered == 0 for c in server.connections)  # released when the streams went
+    assert probe.metadata == []
+
+
+async def test_a_peer_that_never_reads_stops_being_read(served):
+    """PINGs each need an answer; a client that sends them without reading is not read either,
+    so the answers waiting in the server stay bounded."""
+    server, port, _, _ = served
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+
+    def flood() -> int:
+        sent = 0
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            sock.settimeout(1.0)
+            burst = ping * 4096
+            try:
+                while sent < 64 * 1024 * 1024:
+                    sent += sock.send(burst)
+            except TimeoutError:
+                pass
+            held = max((c.transport.get_write_buffer_size() for c in server.connections if c.transport), default=0)
+        return sent, held
+
+    sent, held = await asyncio.to_thread(flood)
+    assert sent < 64 * 1024 * 1024  # the server stopped reading: the client's sends blocked
+    assert held < 4 * 1024 * 1024
