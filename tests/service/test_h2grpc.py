@@ -374,7 +374,7 @@ def _open_streams(port: int, count: int, size: int) -> list[tuple[int, dict[str,
 async def test_request_bytes_held_per_connection_are_bounded(served):
     """Unfinished messages of many streams cannot pile up without bound: past the connection's
     budget the stream that needs more is answered RESOURCE_EXHAUSTED and its bytes dropped."""
-    server, port, channel, probe = served
+    server, port, _channel, probe = served
     server.buffer_budget = 100_000
     answered = await asyncio.to_thread(_open_streams, port, 5, 30_000)  # each under the message limit
     assert [(sid, h["grpc-status"]) for sid, h in answered] == [(7, b"8"), (9, b"8")]
