@@ -297,13 +297,15 @@ def _request_headers(path: str, method: str = "POST", content_type: bytes = b"ap
 
 
 def _raw_call(port: int, path: str, body: bytes, *, method: str = "POST", content_type: bytes = b"application/grpc",
-              extra=()) -> dict[str, bytes]:
-    """One request over a fresh socket; the response's headers and trailers merged (blocking)."""
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+              extra=(), headers=None) -> dict[str, bytes]:
+    """One request over a fresh socket; the response's headers and trailers merged (blocking).
+    `headers` replaces the whole request header block (sent unvalidated, as a hostile client would)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False))
     seen: dict[str, bytes] = {}
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         conn.initiate_connection()
-        conn.send_headers(1, _request_headers(path, method, content_type, extra))
+        conn.send_headers(1, headers if headers is not None else _request_headers(path, method, content_type, extra))
         conn.send_data(1, body, end_stream=True)
         sock.sendall(conn.data_to_send())
         done = False
@@ -410,3 +412,34 @@ async def test_a_peer_that_never_reads_stops_being_read(served):
     sent, held = await asyncio.to_thread(flood)
     assert sent < 64 * 1024 * 1024  # the server stopped reading: the client's sends blocked
     assert held < 4 * 1024 * 1024
+
+
+def test_the_stateless_header_encoder_decodes_with_any_hpack_decoder():
+    import hpack
+
+    from raven_service.api.h2grpc import _StatelessEncoder
+
+    encoder, decoder = _StatelessEncoder(), hpack.Decoder()
+    headers = [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"grpc-status", b"0"),
+               (b"x-ratelimit-remaining-requests", b"9" * 300), (b"x-" + b"n" * 200, b""), (b"accept", b"a/b")]
+    for _ in range(3):  # the same fields again: still literal, the peer's table stays empty
+        block = encoder.encode(headers)
+        assert [(bytes(k), bytes(v)) for k, v in decoder.decode(block, raw=True)] == headers
+        assert decoder.header_table_size == 0 and len(decoder.header_table.dynamic_entries) == 0
+
+
+async def test_header_fields_grpc_would_refuse_are_not_passed_to_the_handler(served):
+    _, port, _, probe = served
+    headers = [*_request_headers(f"/{SERVICE}/Echo"), (b"x-ok", b"fine"), (b"X-Upper", b"v"),
+               (b"x-crlf", b"a\r\nset: evil"), (b"x-nul", b"a\x00b"), (b"x-utf8", "é".encode()),
+               (b"x-blob-bin", b"AAE"), (b"x-junk-bin", b"!!!")]
+    status = await asyncio.to_thread(_raw_call, port, "", _frame(b"m"), headers=headers)
+    assert status["grpc-status"] == b"0"
+    assert dict(probe.metadata[0]) == {"x-ok": "fine", "x-blob-bin": b"\x00\x01"}
+
+
+async def test_a_request_naming_two_paths_is_refused(served):
+    _, port, _, probe = served
+    headers = [*_request_headers(f"/{SERVICE}/Echo"), (b":path", f"/{SERVICE}/Boom".encode())]
+    status = await asyncio.to_thread(_raw_call, port, "", _frame(b"m"), headers=headers)
+    assert status[":status"] == b"405" and probe.metadata == []
