@@ -666,7 +666,7 @@ class _Connection(asyncio.Protocol):
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
         })
-        h.encoder.encode = _StatelessEncoder().encode  # type: ignore[method-assign]
+        h.encoder.encode = _StatelessEncoder().encode  # type: ignore[method-assign,assignment]
         h.initiate_connection()
         h.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.server.connections.add(self)
