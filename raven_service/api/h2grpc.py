@@ -906,6 +906,7 @@ class H2GrpcServer:
         self._generic: list[Any] = []
         self._resolved: dict[str, Any] = {}
         self._sockets: list[socket.socket] = []
+        self._unix_paths: list[str] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task] = set()
         self.connections: set[_Connection] = set()
@@ -950,6 +951,7 @@ class H2GrpcServer:
                 os.unlink(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(path)
+            self._unix_paths.append(path)  # the listener is closed (its name gone) by the time stop unlinks
             port = 1
         else:
             host, _, port_text = address.rpartition(":")
@@ -1013,10 +1015,9 @@ class H2GrpcServer:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1)
-        for sock in self._sockets:
-            if sock.family == socket.AF_UNIX:
-                with contextlib.suppress(OSError):
-                    os.unlink(sock.getsockname())
+        for path in self._unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         if self._terminated is not None:
             self._terminated.set()
 

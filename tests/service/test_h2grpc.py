@@ -443,3 +443,18 @@ async def test_a_request_naming_two_paths_is_refused(served):
     headers = [*_request_headers(f"/{SERVICE}/Echo"), (b":path", f"/{SERVICE}/Boom".encode())]
     status = await asyncio.to_thread(_raw_call, port, "", _frame(b"m"), headers=headers)
     assert status[":status"] == b"405" and probe.metadata == []
+
+
+async def test_a_unix_socket_listener_serves_and_its_file_goes_at_stop(tmp_path):
+    """`gateway_link = "unix"`: the co-located gateway's private socket; its peer reads "unix:"."""
+    probe = Probe()
+    server = H2GrpcServer(max_receive_message_length=1024, max_send_message_length=1024)
+    server.add_generic_rpc_handlers((_handlers(probe),))
+    path = tmp_path / "g.sock"
+    assert server.add_insecure_port(f"unix:{path}") == 1
+    await server.start()
+    async with grpc.aio.insecure_channel(f"unix:{path}") as channel:
+        assert await _call(channel, "Echo")(b"u") == b"u"
+    assert probe.peers == ["unix:"]
+    await server.stop(0)
+    assert not path.exists()
