@@ -10,11 +10,13 @@ from decimal import Decimal
 
 from raven_service.accounting.pricing import embedding_cost
 from raven_service.app.admission import Admitter, Ticket
-from raven_service.core.errors import REJECTED, InvalidArgument, RavenError, UpstreamError
+from raven_service.core.deadline import within
+from raven_service.core.errors import BROKEN, InvalidArgument, RavenError, UpstreamError, UpstreamTimeout
 from raven_service.core.ports import EmbeddingProvider
 from raven_service.core.tokens import count_tokens
-from raven_service.core.types import EmbeddingRequest, EmbeddingResult, ModelInfo, Principal, Route, UsageRecord
+from raven_service.core.types import EmbeddingRequest, EmbeddingResult, Principal, Route, UsageRecord
 from raven_service.routing.catalogue import Catalogue
+from raven_service.routing.router import RouteOnly, Router
 
 #: OpenAI's limits: at most 2048 inputs per request, each non-empty; dimensions up to 8192 here.
 MAX_INPUTS = 2048
@@ -68,13 +70,17 @@ def estimate_tokens(req: EmbeddingRequest) -> int:
 
 
 class EmbeddingsUseCase:
-    """Routes over the model's ordered routes: a route whose upstream fails for a reason that is not
-    the request's (transient or broken) falls through to the next one; a rejected request does not."""
+    """Routes over the model's ordered routes by chat's rules (routing/router.py): transient failures
+    retried with backoff, then the next route; a broken route skipped; a rejected request is the
+    caller's; each route's circuit breaker consulted and told; the whole within `request_timeout`."""
 
-    def __init__(self, catalogue: Catalogue, providers: dict[str, EmbeddingProvider], admitter: Admitter) -> None:
+    def __init__(self, catalogue: Catalogue, providers: dict[str, EmbeddingProvider], admitter: Admitter,
+                 router: Router, *, request_timeout: float = 600.0) -> None:
         self._catalogue = catalogue
         self._providers = providers
         self._admitter = admitter
+        self._router = router
+        self._request_timeout = request_timeout
 
     async def create(self, principal: Principal, req: EmbeddingRequest, *,
                      encoding_format: str | None = None) -> EmbeddingsDone:
@@ -112,7 +118,7 @@ class EmbeddingsUseCase:
         async with self._admitter.admitted(principal, embedding_cost(model, estimate), record_id=gen_id,
                                            fallback=record, models=(model.id,), tokens=estimate) as ticket:
             try:
-                result = await self._route(model, routes, req, attempts, served)
+                result = await self._route(routes, req, attempts, served)
             except RavenError as exc:
                 exc.rate = ticket.rate
                 raise
@@ -120,25 +126,22 @@ class EmbeddingsUseCase:
             return EmbeddingsDone(id=gen_id, model=model.id, provider=served[0].provider, result=result,
                                   cost=rec.cost)
 
-    async def _route(self, model: ModelInfo, routes: list[Route], req: EmbeddingRequest, attempts: list[str],
+    async def _route(self, routes: list[Route], req: EmbeddingRequest, attempts: list[str],
                      served: list[Route]) -> EmbeddingResult:
-        last: UpstreamError | None = None
-        for route in routes:
-            try:
-                result = await self._providers[route.provider].embed(route.model, req)
-            except UpstreamError as exc:
-                attempts.append(f"{route.provider}/{route.model}:{exc.code}")
-                if exc.kind == REJECTED:
-                    raise
-                last = exc
-                continue
-            if len(result.vectors) != req.count:
-                attempts.append(f"{route.provider}/{route.model}:bad_response")
-                last = UpstreamError(f"upstream {route.provider!r} returned {len(result.vectors)} vectors for "
-                                     f"{req.count} inputs", provider=route.provider, retryable=False)
-                continue
-            attempts.append(f"{route.provider}/{route.model}:ok")
-            served.append(route)
+        async def attempt(target: RouteOnly) -> EmbeddingResult:
+            route = target.route
+            result = await self._providers[route.provider].embed(route.model, req)
+            if len(result.vectors) != req.count:  # a route that miscounts serves nobody: the next one
+                raise UpstreamError(f"upstream {route.provider!r} returned {len(result.vectors)} vectors for "
+                                    f"{req.count} inputs", provider=route.provider, kind=BROKEN,
+                                    code="bad_response")
             return result
-        assert last is not None
-        raise last
+
+        try:
+            async with within(self._request_timeout):
+                target, result = await self._router.call([RouteOnly(r) for r in routes], attempt, attempts)
+        except TimeoutError:
+            raise UpstreamTimeout(f"The request did not finish within {self._request_timeout:g}s.",
+                                  code="request_timeout") from None
+        served.append(target.route)
+        return result

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from raven_service.core.errors import BROKEN, REJECTED, TRANSIENT, UpstreamError
 from raven_service.core.ports import ChatProvider
@@ -80,6 +81,24 @@ class CircuitBreakers:
         return b is not None and b.failures >= self.threshold and self._clock() < b.open_until
 
 
+class Routed(Protocol):
+    """What the router needs of a target: the route it would take."""
+
+    @property
+    def route(self) -> Route: ...
+
+
+T = TypeVar("T", bound=Routed)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteOnly:
+    """A target that is its route alone (the request is the same on every route: embeddings)."""
+
+    route: Route
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """One model of the plan with the request as that model gets it."""
@@ -126,7 +145,7 @@ class Router:
         backoff = min(policy.max_delay, policy.base_delay * (2**attempt))
         return backoff * (0.5 + self._rng.random() / 2)  # jitter
 
-    async def _attempts(self, targets: list[Target], outcome: Outcome):
+    async def _attempts(self, targets: Sequence[Routed], outcome: Outcome):
         """Yields (target, try_number) for every allowed attempt, sleeping between retries."""
         last_error: UpstreamError | None = None
         for target in targets:
@@ -152,10 +171,10 @@ class Router:
         raise NoRouteAvailable("No route is available for this model right now (all circuits open).",
                                kind=TRANSIENT, public="No route is available for this model right now. Please retry.")
 
-    def _note(self, outcome: Outcome, target: Target, result: str) -> None:
+    def _note(self, outcome: Outcome, target: Routed, result: str) -> None:
         outcome.attempts.append(f"{target.route.provider}/{target.route.model}:{result}")
 
-    def _failed(self, outcome: Outcome, target: Target, exc: UpstreamError) -> None:
+    def _failed(self, outcome: Outcome, target: Routed, exc: UpstreamError) -> None:
         """Notes a failed attempt; failures of the route (not of the request) count against its breaker."""
         self._note(outcome, target, exc.code)
         if exc.kind in (TRANSIENT, BROKEN):
@@ -164,13 +183,26 @@ class Router:
             self.breakers.release(target.route)
 
     async def complete(self, targets: list[Target], outcome: Outcome) -> ChatResult:
-        gen = self._attempts(targets, outcome)
+        async def attempt(target: Target) -> ChatResult:
+            return await self._providers[target.route.provider].complete(target.request)
+
+        served, result = await self.call(targets, attempt, outcome.attempts)
+        outcome.served = served
+        return result
+
+    async def call(self, targets: Sequence[T], attempt: Callable[[T], Awaitable[R]], attempts: list[str]
+                   ) -> tuple[T, R]:
+        """One-shot upstream work (a completion, an embeddings batch) under the rules above: each
+        target (anything with a `.route`) in order, retried, its breaker consulted and told.
+        Returns the target that served and its result; every attempt is noted in `attempts`."""
+        outcome = Outcome(attempts=attempts)
+        gen = self._attempts(list(targets), outcome)
         try:
             step = await gen.__anext__()
             while True:
                 target, _ = step
                 try:
-                    result = await self._providers[target.route.provider].complete(target.request)
+                    result = await attempt(target)
                 except UpstreamError as exc:
                     self._failed(outcome, target, exc)
                     step = await gen.asend(exc)
@@ -180,8 +212,7 @@ class Router:
                     raise
                 self._note(outcome, target, "ok")
                 self.breakers.success(target.route)
-                outcome.served = target
-                return result
+                return target, result
         finally:
             await gen.aclose()
 

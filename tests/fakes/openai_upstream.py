@@ -179,6 +179,16 @@ def tool_call_chunks(
     return out
 
 
+def embeddings_response(vectors: Sequence[Sequence[float]], *, model: str = "text-embedding-3-small",
+                        prompt_tokens: int | None = 8) -> dict[str, Any]:
+    """OpenAI's embeddings list object (API reference: "The embedding object")."""
+    out: dict[str, Any] = {"object": "list", "model": model, "data": [
+        {"object": "embedding", "index": i, "embedding": list(v)} for i, v in enumerate(vectors)]}
+    if prompt_tokens is not None:
+        out["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return out
+
+
 def error_body(
     message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | int | None = None
 ) -> dict[str, Any]:
@@ -502,6 +512,12 @@ class FakeOpenAI:
                 usage = (9, len(words)) if options.get("include_usage") else None
                 return Scenario.chat_stream(words, usage=usage)
             return Scenario.json(chat_completion(self.text, model=str(body.get("model", "gpt-4o-mini"))))
+        if path.endswith("/embeddings") and rec.method == "POST":
+            inputs = body.get("input")
+            inputs = inputs if isinstance(inputs, list) else [inputs]
+            dims = int(body.get("dimensions") or 3)
+            return Scenario.json(embeddings_response([[float(i + 1)] * dims for i in range(len(inputs))],
+                                                     model=str(body.get("model", "text-embedding-3-small"))))
         if path.endswith("/images/generations") and rec.method == "POST":
             width, _, height = str(body.get("size", "8x8")).partition("x")
             png = png_bytes(int(width or 8), int(height or 8))
