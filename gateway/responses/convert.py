@@ -134,6 +134,35 @@ def input_items(body: ResponsesRequest) -> list[Any]:
     return list(body.input)
 
 
+_ITEM_PREFIX: Final = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+def with_item_ids(items: list[Any], response_id: str) -> list[Any]:
+    """`items` (this request's own input) with an id on every object item that has none,
+    ``<prefix>_<response hex>_in<n>``: unique per stored response and stable once stored, so
+    GET /v1/responses/{id}/input_items can page by it (``after``)."""
+    hexid = response_id.removeprefix("resp_")
+    out: list[Any] = []
+    for n, item in enumerate(items):
+        if isinstance(item, str):  # a bare string in an input list is a user message
+            item = {"type": "message", "role": "user", "content": item}
+        if isinstance(item, dict) and not isinstance(item.get("id"), str):
+            prefix = _ITEM_PREFIX.get(str(item.get("type") or "message"), "item")
+            item = {"id": f"{prefix}_{hexid}_in{n}", **item}
+        out.append(item)
+    return out
+
+
+def listed_item(item: Any) -> Any:
+    """An input item as the input_items list shows it: a message's text content as one content
+    part (``input_text``; ``output_text`` for an assistant's), the rest as stored."""
+    if (isinstance(item, dict) and item.get("type", "message") == "message"
+            and isinstance(item.get("content"), str)):
+        part = "output_text" if item.get("role") == "assistant" else "input_text"
+        return {"type": "message", **item, "content": [{"type": part, "text": item["content"]}]}
+    return item
+
+
 def history_items(stored_input: str, stored_body: str) -> list[Any]:
     """The items a response continues from: the stored response's whole input, then its output."""
     try:

@@ -1,4 +1,5 @@
-"""POST /v1/responses (unary JSON or the Responses SSE events) and GET /v1/responses/{id}.
+"""POST /v1/responses (unary JSON or the Responses SSE events), GET and DELETE /v1/responses/{id}, and
+GET /v1/responses/{id}/input_items.
 
 A response is a chat completion (ChatService: the same admission, routing, limits, usage and
 credits as /v1/chat/completions) translated to and from the Responses dialect; with ``store``
@@ -11,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import grpc
-from litestar import Controller, Request, get, post
-from litestar.params import FromPath, JSONBody
+from litestar import Controller, Request, delete, get, post
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response, Stream
 
 from gateway.backend import DEADLINE, backend_of, call_metadata, settings_of, unary
@@ -28,8 +29,10 @@ from gateway.responses.convert import (
     chat_request,
     history_items,
     input_items,
+    listed_item,
     request_echo,
     response_from_completion,
+    with_item_ids,
 )
 from gateway.responses.schemas import ResponsesRequest
 from gateway.sse import END, KEEPALIVE, RpcStream, open_stream
@@ -92,7 +95,7 @@ class ResponsesController(Controller):
         response = response_from_completion(reply, echo)
         body = encode(response)
         if store:
-            await _put(request, response, [*history, *input_items(data)], metadata)
+            await _put(request, response, history, input_items(data), metadata)
         return _json(body, headers)
 
     @get(
@@ -113,6 +116,55 @@ class ResponsesController(Controller):
         return _json(reply.response.body, headers)
 
 
+    @delete(
+        "/{response_id:str}",
+        operation_id="DeleteResponse",
+        summary="Delete a stored response",
+        description="Deletes a response the same key stored: it can no longer be retrieved nor continued from "
+                    "with `previous_response_id`; 404 for unknown, expired and other keys' ids.",
+        status_code=200,
+        responses=ERROR_RESPONSES,
+    )
+    async def delete_response(
+        self, request: Request[Any, Any, Any], response_id: FromPath[str]
+    ) -> Response[dict[str, Any]]:
+        """Delete a stored response."""
+        reply: response_service_pb2.DeleteResponseResponse
+        reply, headers = await unary(backend_of(request).responses.DeleteResponse,
+                                     response_service_pb2.DeleteResponseRequest(id=response_id),
+                                     call_metadata(request))
+        return _json(encode({"id": reply.id, "object": "response", "deleted": reply.deleted}), headers)
+
+    @get(
+        "/{response_id:str}/input_items",
+        operation_id="ListResponseInputItems",
+        summary="List a stored response's input items",
+        description="The whole input the response was generated from (the items of its `previous_response_id` "
+                    "chain first), newest first unless `order=asc`; pages of `limit` items, the next one "
+                    "`after` the last id of this one.",
+        status_code=200,
+        responses=ERROR_RESPONSES,
+    )
+    async def list_input_items(
+        self, request: Request[Any, Any, Any], response_id: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="Items per page, 1 to 100 (default 20).")] = 20,
+        order: Annotated[str, QueryParameter(description="`desc` (default) or `asc`.")] = "desc",
+        after: Annotated[str | None, QueryParameter(description="An item id: list the items after it.")] = None,
+        include: Annotated[list[str] | None, QueryParameter(name="include[]", description="Accepted; "
+                                                            "items are returned whole.")] = None,
+    ) -> Response[dict[str, Any]]:
+        """List the input items of a stored response."""
+        reply: response_service_pb2.ListResponseInputItemsResponse
+        reply, headers = await unary(
+            backend_of(request).responses.ListResponseInputItems,
+            response_service_pb2.ListResponseInputItemsRequest(id=response_id, limit=limit, order=order,
+                                                               after=after or ""),
+            call_metadata(request))
+        data = [listed_item(json.loads(item)) for item in reply.items]
+        return _json(encode({"object": "list", "data": data, "first_id": reply.first_id or None,
+                             "last_id": reply.last_id or None, "has_more": reply.has_more}), headers)
+
+
 async def _history(request: Request[Any, Any, Any], previous_id: str,
                    metadata: tuple[tuple[str, str], ...]) -> list[Any]:
     """The items the previous response continues from (404 naming previous_response_id)."""
@@ -130,8 +182,10 @@ async def _history(request: Request[Any, Any, Any], previous_id: str,
     return history_items(reply.response.input_items, reply.response.body)
 
 
-async def _put(request: Request[Any, Any, Any], response: dict[str, Any], items: list[Any],
+async def _put(request: Request[Any, Any, Any], response: dict[str, Any], history: list[Any], own: list[Any],
                metadata: tuple[tuple[str, str], ...]) -> None:
+    """Stores the response with its whole input: the chain's items, then this request's own (given ids)."""
+    items = [*history, *with_item_ids(own, response["id"])]
     stored = response_service_pb2.StoredResponse(id=response["id"], model=response["model"],
                                                  body=encode(response).decode(), input_items=json.dumps(items))
     stored.create_time.FromSeconds(int(response["created_at"]))
@@ -149,15 +203,15 @@ async def _stream(request: Request[Any, Any, Any], data: ResponsesRequest, histo
     stream, first = await open_stream(call, keepalive)
     headers = forwarded_headers(stream.initial_metadata)
     headers.update(SSE_HEADERS)
-    items = [*history, *input_items(data)] if store else []
-    events = _events(request, stream, first, ResponseTranslator(echo), keepalive, items if store else None,
-                     metadata)
+    events = _events(request, stream, first, ResponseTranslator(echo), keepalive,
+                     (history, input_items(data)) if store else None, metadata)
     return Stream(events, headers=headers, media_type="text/event-stream")
 
 
 async def _events(request: Request[Any, Any, Any], stream: RpcStream[chat_service_pb2.StreamChatCompletionResponse],
                   first: list[Any] | None, translator: ResponseTranslator, keepalive: float,
-                  store_items: list[Any] | None, metadata: tuple[tuple[str, str], ...]) -> AsyncIterator[bytes]:
+                  store_items: tuple[list[Any], list[Any]] | None,
+                  metadata: tuple[tuple[str, str], ...]) -> AsyncIterator[bytes]:
     """The Responses events of the stream; the final response is stored before it is announced.
 
     Whatever ends the generator (end, failure, client disconnect) cancels the gRPC call.
@@ -188,7 +242,7 @@ async def _events(request: Request[Any, Any, Any], stream: RpcStream[chat_servic
                     if translator.final is not None and not translator.ended:
                         if store_items is not None:
                             try:
-                                await _put(request, translator.final, store_items, metadata)
+                                await _put(request, translator.final, *store_items, metadata)
                             except (grpc.aio.AioRpcError, ApiError) as exc:
                                 logger.warning("storing response %s failed: %s", translator.rid, exc)
                         frames.append(translator.completed())

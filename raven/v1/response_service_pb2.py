@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fraven/v1/response_service.proto\x12\x08raven.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x01\n\x0eStoredResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\t\x12\x13\n\x0binput_items\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x12PutResponseRequest\x12*\n\x08response\x18\x01 \x01(\x0b\x32\x18.raven.v1.StoredResponse\"A\n\x13PutResponseResponse\x12*\n\x08response\x18\x01 \x01(\x0b\x32\x18.raven.v1.StoredResponse\" \n\x12GetResponseRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x13GetResponseResponse\x12*\n\x08response\x18\x01 \x01(\x0b\x32\x18.raven.v1.StoredResponse2\xa9\x01\n\x0fResponseService\x12J\n\x0bPutResponse\x12\x1c.raven.v1.PutResponseRequest\x1a\x1d.raven.v1.PutResponseResponse\x12J\n\x0bGetResponse\x12\x1c.raven.v1.GetResponseRequest\x1a\x1d.raven.v1.GetResponseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fraven/v1/response_service.proto\x12\x08raven.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x01\n\x0eStoredResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\t\x12\x13\n\x0binput_items\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x12PutResponseRequest\x12*\n\x08response\x18\x01 \x01(\x0b\x32\x18.raven.v1.StoredResponse\"A\n\x13PutResponseResponse\x12*\n\x08response\x18\x01 \x01(\x0b\x32\x18.raven.v1.StoredResponse\" \n\x12GetResponseRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x13GetResponseResponse\x12*\n\x08response\x18\x01 \x01(\x0b\x32\x18.raven.v1.StoredResponse\"#\n\x15\x44\x65leteResponseRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x16\x44\x65leteResponseResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"X\n\x1dListResponseInputItemsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\r\n\x05order\x18\x03 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\t\"d\n\x1eListResponseInputItemsResponse\x12\r\n\x05items\x18\x01 \x03(\t\x12\x10\n\x08\x66irst_id\x18\x02 \x01(\t\x12\x0f\n\x07last_id\x18\x03 \x01(\t\x12\x10\n\x08has_more\x18\x04 \x01(\x08\x32\xeb\x02\n\x0fResponseService\x12J\n\x0bPutResponse\x12\x1c.raven.v1.PutResponseRequest\x1a\x1d.raven.v1.PutResponseResponse\x12J\n\x0bGetResponse\x12\x1c.raven.v1.GetResponseRequest\x1a\x1d.raven.v1.GetResponseResponse\x12S\n\x0e\x44\x65leteResponse\x12\x1f.raven.v1.DeleteResponseRequest\x1a .raven.v1.DeleteResponseResponse\x12k\n\x16ListResponseInputItems\x12\'.raven.v1.ListResponseInputItemsRequest\x1a(.raven.v1.ListResponseInputItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRESPONSEREQUEST']._serialized_end=422
   _globals['_GETRESPONSERESPONSE']._serialized_start=424
   _globals['_GETRESPONSERESPONSE']._serialized_end=489
-  _globals['_RESPONSESERVICE']._serialized_start=492
-  _globals['_RESPONSESERVICE']._serialized_end=661
+  _globals['_DELETERESPONSEREQUEST']._serialized_start=491
+  _globals['_DELETERESPONSEREQUEST']._serialized_end=526
+  _globals['_DELETERESPONSERESPONSE']._serialized_start=528
+  _globals['_DELETERESPONSERESPONSE']._serialized_end=581
+  _globals['_LISTRESPONSEINPUTITEMSREQUEST']._serialized_start=583
+  _globals['_LISTRESPONSEINPUTITEMSREQUEST']._serialized_end=671
+  _globals['_LISTRESPONSEINPUTITEMSRESPONSE']._serialized_start=673
+  _globals['_LISTRESPONSEINPUTITEMSRESPONSE']._serialized_end=773
+  _globals['_RESPONSESERVICE']._serialized_start=776
+  _globals['_RESPONSESERVICE']._serialized_end=1139
 # @@protoc_insertion_point(module_scope)

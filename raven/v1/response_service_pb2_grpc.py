@@ -50,6 +50,16 @@ class ResponseServiceStub:
                 request_serializer=raven_dot_v1_dot_response__service__pb2.GetResponseRequest.SerializeToString,
                 response_deserializer=raven_dot_v1_dot_response__service__pb2.GetResponseResponse.FromString,
                 _registered_method=True)
+        self.DeleteResponse = channel.unary_unary(
+                '/raven.v1.ResponseService/DeleteResponse',
+                request_serializer=raven_dot_v1_dot_response__service__pb2.DeleteResponseRequest.SerializeToString,
+                response_deserializer=raven_dot_v1_dot_response__service__pb2.DeleteResponseResponse.FromString,
+                _registered_method=True)
+        self.ListResponseInputItems = channel.unary_unary(
+                '/raven.v1.ResponseService/ListResponseInputItems',
+                request_serializer=raven_dot_v1_dot_response__service__pb2.ListResponseInputItemsRequest.SerializeToString,
+                response_deserializer=raven_dot_v1_dot_response__service__pb2.ListResponseInputItemsResponse.FromString,
+                _registered_method=True)
 
 
 class ResponseServiceServicer:
@@ -77,6 +87,22 @@ class ResponseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteResponse(self, request, context):
+        """Deletes a stored response of the calling key (it can no longer be read nor continued with
+        previous_response_id); NOT_FOUND otherwise (unknown, expired, or another key's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResponseInputItems(self, request, context):
+        """A page of a stored response's input items (the whole input it was generated from, its
+        chain's items first), newest first by default; NOT_FOUND as for GetResponse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResponseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +115,16 @@ def add_ResponseServiceServicer_to_server(servicer, server):
                     servicer.GetResponse,
                     request_deserializer=raven_dot_v1_dot_response__service__pb2.GetResponseRequest.FromString,
                     response_serializer=raven_dot_v1_dot_response__service__pb2.GetResponseResponse.SerializeToString,
+            ),
+            'DeleteResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResponse,
+                    request_deserializer=raven_dot_v1_dot_response__service__pb2.DeleteResponseRequest.FromString,
+                    response_serializer=raven_dot_v1_dot_response__service__pb2.DeleteResponseResponse.SerializeToString,
+            ),
+            'ListResponseInputItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResponseInputItems,
+                    request_deserializer=raven_dot_v1_dot_response__service__pb2.ListResponseInputItemsRequest.FromString,
+                    response_serializer=raven_dot_v1_dot_response__service__pb2.ListResponseInputItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -151,6 +187,60 @@ class ResponseService:
             '/raven.v1.ResponseService/GetResponse',
             raven_dot_v1_dot_response__service__pb2.GetResponseRequest.SerializeToString,
             raven_dot_v1_dot_response__service__pb2.GetResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raven.v1.ResponseService/DeleteResponse',
+            raven_dot_v1_dot_response__service__pb2.DeleteResponseRequest.SerializeToString,
+            raven_dot_v1_dot_response__service__pb2.DeleteResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResponseInputItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raven.v1.ResponseService/ListResponseInputItems',
+            raven_dot_v1_dot_response__service__pb2.ListResponseInputItemsRequest.SerializeToString,
+            raven_dot_v1_dot_response__service__pb2.ListResponseInputItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,3 +43,20 @@ class ResponseServicer(response_service_pb2_grpc.ResponseServiceServicer):
                           principal: Principal) -> response_service_pb2.GetResponseResponse:
         found = await self._responses.get(principal, request.id)
         return response_service_pb2.GetResponseResponse(response=_proto(found))
+
+    @unary_call
+    async def DeleteResponse(self, request: response_service_pb2.DeleteResponseRequest,
+                             context: grpc.aio.ServicerContext,
+                             principal: Principal) -> response_service_pb2.DeleteResponseResponse:
+        await self._responses.delete(principal, request.id)
+        return response_service_pb2.DeleteResponseResponse(id=request.id, deleted=True)
+
+    @unary_call
+    async def ListResponseInputItems(self, request: response_service_pb2.ListResponseInputItemsRequest,
+                                     context: grpc.aio.ServicerContext,
+                                     principal: Principal) -> response_service_pb2.ListResponseInputItemsResponse:
+        page = await self._responses.input_items(principal, request.id, limit=request.limit, order=request.order,
+                                                 after=request.after)
+        return response_service_pb2.ListResponseInputItemsResponse(
+            items=[item.decode() for item in page.items], first_id=page.first_id, last_id=page.last_id,
+            has_more=page.has_more)

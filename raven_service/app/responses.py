@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import msgspec
 
@@ -20,12 +21,22 @@ from raven_service.core.errors import InvalidArgument, NotFound, PermissionDenie
 from raven_service.core.ports import ResponseStore
 from raven_service.core.types import Principal, StoredResponse
 
-__all__ = ["RESPONSE_TTL", "ResponseUseCase"]
+__all__ = ["RESPONSE_TTL", "InputItemsPage", "ResponseUseCase"]
 
 #: How long a stored response lives (SPEC §13: 30 days).
 RESPONSE_TTL = 30 * 86400.0
 _ID = re.compile(r"resp_[A-Za-z0-9]{1,64}")
 _MAX_MODEL = 256
+#: Input items per page: OpenAI's default and bounds for GET /v1/responses/{id}/input_items.
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+
+
+@dataclass(frozen=True, slots=True)
+class InputItemsPage:
+    items: list[bytes]  # each a JSON object text, as stored
+    first_id: str
+    last_id: str
+    has_more: bool
 
 
 def _not_found(response_id: str) -> NotFound:
@@ -89,3 +100,41 @@ class ResponseUseCase:
         if found is None:
             raise _not_found(response_id)
         return found
+
+    async def delete(self, principal: Principal, response_id: str) -> None:
+        """Deletes the caller's stored response; NotFound for unknown, expired and other keys' ids."""
+        self._check_scope(principal)
+        if not _ID.fullmatch(response_id) or not await self._store.delete_response(
+                response_id, principal.key_id, self._clock()):
+            raise _not_found(response_id)
+
+    async def input_items(self, principal: Principal, response_id: str, *, limit: int = 0, order: str = "",
+                          after: str = "") -> InputItemsPage:
+        """A page of the response's input items in `order` ("desc", the default, or "asc"),
+        starting after the item whose id is `after`."""
+        limit = limit or DEFAULT_PAGE
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArgument(f"'limit' must be between 1 and {MAX_PAGE}.", param="limit", code="invalid_value")
+        order = order or "desc"
+        if order not in ("asc", "desc"):
+            raise InvalidArgument("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
+        found = await self.get(principal, response_id)
+        items = msgspec.json.decode(found.input_items)  # checked to be a JSON array when it was stored
+        if order == "desc":
+            items.reverse()
+        start = 0
+        if after:
+            ids = [item.get("id") if isinstance(item, dict) else None for item in items]
+            if after not in ids:
+                raise InvalidArgument(f"No input item with id '{after[:80]}' in this response.", param="after",
+                                      code="invalid_value")
+            start = ids.index(after) + 1
+        page = items[start:start + limit]
+
+        def item_id(item: object) -> str:
+            value = item.get("id") if isinstance(item, dict) else None
+            return value if isinstance(value, str) else ""
+
+        return InputItemsPage(items=[msgspec.json.encode(item) for item in page],
+                              first_id=item_id(page[0]) if page else "", last_id=item_id(page[-1]) if page else "",
+                              has_more=start + limit < len(items))

@@ -223,6 +223,10 @@ class ResponseStore(Protocol):
         """The response iff it belongs to `key_id` and has not expired at `now`."""
         ...
 
+    async def delete_response(self, response_id: str, key_id: str, now: float) -> bool:
+        """Deletes the response iff it belongs to `key_id` and has not expired at `now`; whether it did."""
+        ...
+
     async def delete_expired_responses(self, now: float) -> int:
         """Deletes every response whose expiry has passed; returns how many."""
         ...

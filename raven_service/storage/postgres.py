@@ -547,6 +547,11 @@ class PostgresStore:
         return StoredResponse(id=row[0], key_id=row[1], model=row[2], body=row[3], input_items=row[4],
                               created_at=row[5], expires_at=row[6])
 
+    async def delete_response(self, response_id: str, key_id: str, now: float) -> bool:
+        status = await self._db.execute("DELETE FROM responses WHERE id = $1 AND key_id = $2 AND expires_at > $3",
+                                        response_id, key_id, now)
+        return status.endswith(" 1")
+
     async def delete_expired_responses(self, now: float) -> int:
         status = await self._db.execute("DELETE FROM responses WHERE expires_at <= $1", now)
         return int(status.rsplit(" ", 1)[-1])

@@ -455,6 +455,10 @@ class SqliteStore:
         return StoredResponse(id=row[0], key_id=row[1], model=row[2], body=row[3], input_items=row[4],
                               created_at=row[5], expires_at=row[6])
 
+    async def delete_response(self, response_id: str, key_id: str, now: float) -> bool:
+        return await self._execute("DELETE FROM responses WHERE id = ? AND key_id = ? AND expires_at > ?",
+                                   (response_id, key_id, now)) == 1
+
     async def delete_expired_responses(self, now: float) -> int:
         return await self._execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
 

@@ -66,3 +66,16 @@ async def test_visible_from_another_instance(store: MigratingStore, open_store: 
     await store.put_response(stored)
     other = await open_store()
     assert await other.get_response(stored.id, "key_1", now=1004.0) == stored
+
+
+async def test_delete_is_per_key_and_final(store: MigratingStore) -> None:
+    stored, expired = make_response(1), make_response(2, expires_at=1500.0)
+    await store.put_response(stored)
+    await store.put_response(expired)
+    assert await store.delete_response(stored.id, "key_2", now=1001.0) is False  # another key's: untouched
+    assert await store.get_response(stored.id, "key_1", now=1001.0) == stored
+    assert await store.delete_response(expired.id, "key_1", now=2000.0) is False  # expired: not there
+    assert await store.delete_response(stored.id, "key_1", now=1001.0) is True
+    assert await store.get_response(stored.id, "key_1", now=1001.0) is None
+    assert await store.delete_response(stored.id, "key_1", now=1001.0) is False
+    assert await store.put_response(make_response(1, key_id="key_2")) is True  # the id is free again
