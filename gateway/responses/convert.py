@@ -148,7 +148,7 @@ def with_item_ids(items: list[Any], response_id: str) -> list[Any]:
             item = {"type": "message", "role": "user", "content": item}
         if isinstance(item, dict) and not isinstance(item.get("id"), str):
             prefix = _ITEM_PREFIX.get(str(item.get("type") or "message"), "item")
-            item = {"id": f"{prefix}_{hexid}_in{n}", **item}
+            item = {"id": f"{prefix}_{hexid}_in{n}", **{k: v for k, v in item.items() if k != "id"}}
         out.append(item)
     return out
 

@@ -72,6 +72,9 @@ async def test_a_bare_string_in_an_input_list_is_a_message_that_chains(rest) -> 
     assert [(i.type, i.role, _text(i)) for i in items] == [("message", "user", "echo: bare")]
     second = await client.responses.create(model=CHAT, input="echo: next", previous_response_id=first.id)
     assert second.output_text == "next"
+    nulled = await client.responses.create(model=CHAT, input=[{"role": "user", "content": "echo: n", "id": None}])
+    (item,) = (await client.responses.input_items.list(nulled.id)).data
+    assert item.id == f"msg_{nulled.id.removeprefix('resp_')}_in0"  # a null id is no id: one is given
 
 
 @pytest.mark.parametrize(("params", "param"), [
