@@ -636,8 +636,8 @@ class EventRenderer:
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": {
-                    "input_tokens": 0,
+                "usage": {  # Raven's count at admission; message_delta brings the upstream's split
+                    "input_tokens": message.prompt_tokens_estimate,
                     "output_tokens": 0,
                     "cache_creation_input_tokens": 0,
                     "cache_read_input_tokens": 0,

@@ -112,7 +112,7 @@ class StreamChatCompletionRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., tools: _Optional[_Iterable[_Union[_chat_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[_chat_pb2.ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[_chat_pb2.ResponseFormat, _Mapping]] = ..., frequency_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., user: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., extra_body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_completion_tokens: _Optional[int] = ..., reasoning: _Optional[_Union[_chat_pb2.ReasoningConfig, _Mapping]] = ..., anthropic_beta: _Optional[_Iterable[str]] = ..., dialect: _Optional[str] = ...) -> None: ...
 
 class StreamChatCompletionResponse(_message.Message):
-    __slots__ = ("id", "model", "created", "choices", "usage", "error", "provider", "dropped_params")
+    __slots__ = ("id", "model", "created", "choices", "usage", "error", "provider", "dropped_params", "prompt_tokens_estimate")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class StreamChatCompletionResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     DROPPED_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     created: int
@@ -129,7 +130,8 @@ class StreamChatCompletionResponse(_message.Message):
     error: StreamError
     provider: str
     dropped_params: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ..., choices: _Optional[_Iterable[_Union[_chat_pb2.ChunkChoice, _Mapping]]] = ..., usage: _Optional[_Union[_usage_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., provider: _Optional[str] = ..., dropped_params: _Optional[_Iterable[str]] = ...) -> None: ...
+    prompt_tokens_estimate: int
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., created: _Optional[int] = ..., choices: _Optional[_Iterable[_Union[_chat_pb2.ChunkChoice, _Mapping]]] = ..., usage: _Optional[_Union[_usage_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., provider: _Optional[str] = ..., dropped_params: _Optional[_Iterable[str]] = ..., prompt_tokens_estimate: _Optional[int] = ...) -> None: ...
 
 class StreamError(_message.Message):
     __slots__ = ("message", "type", "code")

@@ -169,6 +169,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
                     msg.choices[0].delta.role = _ASSISTANT
                     msg.provider = provider
                     msg.dropped_params.extend(adm.dropped)
+                    msg.prompt_tokens_estimate = adm.prompt_tokens
                 yield msg
         finally:
             await events.aclose()

@@ -110,6 +110,8 @@ async def test_stream_events_and_final_message(rest):
     ) as s:
         async for event in s:
             kinds.append(event.type)
+            if event.type == "message_start":
+                started = event.message.usage.input_tokens
         final = await s.get_final_message()
     unary = await client.messages.create(
         model=CHAT,
@@ -118,6 +120,9 @@ async def test_stream_events_and_final_message(rest):
         messages=[{"role": "user", "content": "Tell me a story about a fox."}],
     )
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    # message_start carries Raven's count up front (Claude Code shows it); the local simulator
+    # counts the same way, so here it is also the final figure
+    assert started == final.usage.input_tokens
     assert kinds[1] == "content_block_start" and "message_delta" in kinds
     assert kinds.count("content_block_start") == 1 and kinds.count("content_block_stop") == 1
     assert final.id.startswith("msg_") and final.stop_reason == unary.stop_reason == "end_turn"
