@@ -26,7 +26,9 @@ What it does:
   a slow consumer never makes Raven buffer an upstream's whole stream;
 - a connection is reused only when its response was read to the end and the server allows it
   (``should_keep_alive``); closing a response early closes its connection, so the upstream sees
-  the client go and stops generating.
+  the client go and stops generating;
+- a request whose reused connection closes before any byte of the answer (the server's idle
+  timeout racing the reuse) is sent once more, at once, on a new connection.
 
 Failures map to the same `core.errors` classes as aiohttp's in `_http.error_from_transport`:
 connect refused / DNS / TLS, a connection closed before the response or in its body, and a
@@ -104,6 +106,8 @@ class _Connection(asyncio.Protocol):
         self.counted = True  # counts against the pool's limit until forgotten
         self.idle_since = 0.0
         self.busy = False
+        self.reused = False  # this request went on a connection an earlier response kept alive
+        self.answered = False  # a byte of this request's response arrived
         self._waiter: asyncio.Future[None] | None = None
         self._header_names: list[bytes] = []
         self._header_values: list[bytes] = []
@@ -136,6 +140,7 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = False
             self.close()
             return
+        self.answered = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -262,6 +267,7 @@ class _Connection(asyncio.Protocol):
     def begin(self) -> None:
         """Readies the connection for a new request."""
         self.busy = True
+        self.answered = False
         self.status = 0
         self.headers = {}
         self.headers_done = self.eof = self.keep_alive = self._to_close = False
@@ -336,10 +342,10 @@ class _Pool:
         self._ssl: ssl.SSLContext | None = client.ssl_context
         self.closed = False
 
-    async def acquire(self, origin: _Origin) -> _Connection:
-        """A free connection to `origin`: an idle one, else a new one (waiting for room)."""
+    async def acquire(self, origin: _Origin, *, fresh: bool = False) -> _Connection:
+        """A free connection to `origin`: an idle one (unless `fresh`), else a new one (waiting for room)."""
         idle = self.idle.get(origin.key)
-        if idle is not None:
+        if idle is not None and not fresh:
             now = self.loop.time()
             while idle:
                 conn = idle.pop()
@@ -349,6 +355,7 @@ class _Pool:
                     conn.close()
                     continue
                 conn.begin()
+                conn.reused = True
                 return conn
             del self.idle[origin.key]  # no entry per origin ever seen (media URLs name many hosts)
         while self.count >= self.limit:
@@ -365,10 +372,11 @@ class _Pool:
                             self.waiters.remove(waiter)
                     raise
                 idle = self.idle.get(origin.key)
-                while idle:  # a connection to this origin may have come back meanwhile
+                while idle and not fresh:  # a connection to this origin may have come back meanwhile
                     conn = idle.pop()
                     if not conn.closed:
                         conn.begin()
+                        conn.reused = True
                         return conn
         self.count += 1
         try:
@@ -378,6 +386,7 @@ class _Pool:
             self._wake_one()
             raise
         conn.begin()
+        conn.reused = False
         return conn
 
     async def _connect(self, origin: _Origin) -> _Connection:
@@ -654,32 +663,42 @@ class H1UpstreamClient(UpstreamClient):
                                 kind=BROKEN) from None
         pool = self.pool()
         deadline = pool.loop.time() + self.first_byte_timeout
-        conn: _Connection | None = None
-        try:
-            async with within_at(deadline):
-                conn = await pool.acquire(origin)
-                transport = conn.transport
-                assert transport is not None
-                if body and len(body) > 65536:
-                    transport.write(head)
-                    transport.write(body)
-                else:
-                    transport.write(head + body if body else head)
-                while not conn.headers_done and conn.failure is None:
-                    await conn.wait()
-        except TimeoutError:
-            if conn is not None:
-                pool.discard(conn)
-            raise self.timeout_error("first byte") from None
-        except _Failure as failure:
-            raise self.failure_error(failure) from None
-        except BaseException:
-            if conn is not None:
-                pool.discard(conn)
-            raise
-        if conn.failure is not None:
+        fresh = False
+        while True:
+            conn: _Connection | None = None
+            try:
+                async with within_at(deadline):
+                    conn = await pool.acquire(origin, fresh=fresh)
+                    transport = conn.transport
+                    assert transport is not None
+                    if body and len(body) > 65536:
+                        transport.write(head)
+                        transport.write(body)
+                    else:
+                        transport.write(head + body if body else head)
+                    while not conn.headers_done and conn.failure is None:
+                        await conn.wait()
+            except TimeoutError:
+                if conn is not None:
+                    pool.discard(conn)
+                raise self.timeout_error("first byte") from None
+            except _Failure as failure:
+                raise self.failure_error(failure) from None
+            except BaseException:
+                if conn is not None:
+                    pool.discard(conn)
+                raise
+            if conn.failure is None:
+                break
             lost = conn.failure
             pool.discard(conn)
+            if conn.reused and not conn.answered and not fresh:
+                # The server closed a kept-alive connection as the request went out (its idle
+                # timeout raced our reuse): no byte of an answer came, so once more, at once, on a
+                # new connection (RFC 9112 §9.3.1), rather than a transient failure for the router
+                # to back off from.
+                fresh = True
+                continue
             raise self.failure_error(lost)
         if 200 <= conn.status < 300:
             return H1UpstreamResponse(self, conn, deadline)

@@ -417,6 +417,61 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(client: H1U
         assert raw.connections == 2
 
 
+def reuse_race(*later: bytes | None) -> Handler:
+    """Connection 1 answers its first request, then reads the next and closes without a byte (the
+    server's idle timeout racing the client's reuse); connection n > 1 answers with `later[n - 2]`
+    (None: reads the request and closes unanswered)."""
+    seen = [0]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen[0] += 1
+        n = seen[0]
+        if await read_request(reader) is None:
+            return
+        if n == 1:
+            writer.write(OK)
+            await writer.drain()
+            await read_request(reader)
+            return  # closes: the second request gets no answer here
+        reply = later[min(n - 2, len(later) - 1)]
+        if reply is not None:
+            writer.write(reply)
+            await writer.drain()
+    return handler
+
+
+async def test_a_reused_connection_closed_unanswered_is_retried_once_on_a_new_one(client: H1UpstreamClient) -> None:
+    async with Raw(reuse_race(OK)) as raw:
+        assert await post(client, raw.url) == b"{}"
+        assert await post(client, raw.url) == b"{}"  # not a failure: sent again on connection 2
+        assert raw.connections == 2
+
+
+async def test_the_retry_is_once_and_a_new_connection_is_never_retried(client: H1UpstreamClient) -> None:
+    async with Raw(reuse_race(None)) as raw:
+        assert await post(client, raw.url) == b"{}"
+        with pytest.raises(UpstreamError) as err:
+            await post(client, raw.url)
+        assert err.value.kind == TRANSIENT and "server closed the connection" in str(err.value)
+        assert raw.connections == 2  # the reused one, then one new one: no third try
+
+
+async def test_a_reused_connection_that_began_to_answer_is_not_retried(client: H1UpstreamClient) -> None:
+    async def partial(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-")  # then the close: the upstream may have acted on it
+        await writer.drain()
+    async with Raw(partial) as raw:
+        assert await post(client, raw.url) == b"{}"
+        with pytest.raises(UpstreamError) as err:
+            await post(client, raw.url)
+        assert err.value.kind == TRANSIENT
+        assert raw.connections == 1
+
+
 # ------------------------------------------------------------------------------------ failures
 async def test_refused_connect_is_transient(client: H1UpstreamClient) -> None:
     async with Raw(lambda r, w: asyncio.sleep(0)) as raw:
