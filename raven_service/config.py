@@ -140,6 +140,10 @@ class Settings(msgspec.Struct, kw_only=True):
     alert_webhook_allow_http: bool = False
     alert_webhook_attempts: int = 5
     alert_webhook_retry_seconds: float = 1.0
+    #: How long a claimed alert's delivery belongs to the instance that claimed it; past that, with
+    #: no delivery recorded (the instance died, its queue was full), any instance's sweep resends it.
+    #: Keep it above the whole retry schedule (attempts x (10 s timeout + backoff)).
+    alert_webhook_lease_seconds: float = 600.0
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
 
@@ -266,6 +270,8 @@ def check_settings(settings: Settings) -> None:
                           "(A-Z, a-z, 0-9, '-', '_'); the value given is not")
     if settings.auth_failure_limit_per_minute < 0:
         raise ConfigError("auth_failure_limit_per_minute must be >= 0")
+    if not settings.alert_webhook_lease_seconds > 0:
+        raise ConfigError("alert_webhook_lease_seconds must be > 0")
     if settings.otel_endpoint and not settings.otel_endpoint.startswith(("http://", "https://")):
         raise ConfigError("otel_endpoint must be an http:// or https:// URL (an OTLP/HTTP collector)")
     if settings.breaker_threshold < 1:

@@ -187,7 +187,8 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     webhooks = WebhookSender(attempts=settings.alert_webhook_attempts,
                              retry_base=settings.alert_webhook_retry_seconds,
                              allow_http=settings.alert_webhook_allow_http)
-    alerts = AlertWatcher(store, store, usage, webhooks)
+    lease = settings.alert_webhook_lease_seconds
+    alerts = AlertWatcher(store, store, usage, webhooks, lease=lease, sweep_every=min(60.0, max(0.05, lease / 4)))
     admitter.on_alerting = alerts.notify
     breakers = CircuitBreakers(threshold=settings.breaker_threshold, cooldown=settings.breaker_cooldown_seconds)
     router = Router(providers.chat, providers.retry_policies, breakers)
@@ -220,6 +221,7 @@ async def build_services(settings: Settings, *, store: Store | None = None, star
     )
     holds.start()
     if start_workers:
+        alerts.start()
         worker.start()
         services.janitor = OutputJanitor(services.files)
         services.janitor.start()

@@ -5,11 +5,12 @@ Wired together only in `raven_service.server`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
 from raven_service.core.types import (
+    AlertClaim,
     ApiKey,
     ChatEvent,
     ChatResult,
@@ -156,8 +157,19 @@ class CreditStore(Protocol):
         key's budget); settling it charges the cost to both, releasing it frees both."""
         ...
 
-    async def claim_alert(self, key_id: str, kind: str, period_start: float, threshold: int) -> bool:
-        """True for the first claim of (key, kind, window, threshold) across every instance."""
+    async def claim_alert(self, key_id: str, kind: str, period_start: float, threshold: int, *,
+                          body: bytes = b"", lease_until: float = 0.0) -> bool:
+        """True for the first claim of (key, kind, window, threshold) across every instance. With a
+        `body`, the delivery is owed: the claim is pending, the claimer's until `lease_until`."""
+        ...
+
+    async def take_stale_alerts(self, now: float, lease_until: float, limit: int = 100) -> list[AlertClaim]:
+        """Pending claims whose lease ran out by `now`, each leased to the caller until
+        `lease_until` (one taker per claim across instances)."""
+        ...
+
+    async def finish_alert(self, claim: AlertClaim, *, delivered: bool) -> None:
+        """The claim's delivery is over: delivered, or given up. Never taken again."""
         ...
 
 
@@ -278,11 +290,18 @@ class Store(KeyStore, CreditStore, UsageStore, FileStore, VideoTaskStore, Respon
 
 
 # ------------------------------------------------------------------------------------ alerts
+#: What `AlertSender.send` did with a delivery.
+QUEUED, REFUSED, FULL = "queued", "refused", "full"
+
+
 class AlertSender(Protocol):
     """Delivers alert webhooks off the request path."""
 
-    def send(self, url: str, secret: str, body: bytes) -> None:
-        """Queues one signed POST of `body` to `url`; never blocks, never raises."""
+    def send(self, url: str, secret: str, body: bytes, *, delivery_id: str = "",
+             done: Callable[[bool], Awaitable[None]] | None = None) -> str:
+        """Queues one signed POST of `body` to `url` (never blocks, never raises): QUEUED (then
+        `done(True)` once a 2xx came, `done(False)` once given up), REFUSED (the URL may not be
+        posted to) or FULL (the queue is: nothing was done)."""
         ...
 
 

@@ -516,6 +516,17 @@ class StoredFile(Frozen, frozen=True):
     created_at: float = 0.0
 
 
+class AlertClaim(Frozen, frozen=True):
+    """An alert threshold crossed (key, kind, window, threshold) whose delivery is owed: its JSON
+    body as the claimer built it."""
+
+    key_id: str
+    kind: str
+    period_start: float
+    threshold: int
+    body: bytes
+
+
 class StoredResponse(Frozen, frozen=True):
     """A stored Responses API response (`store` + `previous_response_id`), owned by one key.
 

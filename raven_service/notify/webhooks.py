@@ -4,7 +4,8 @@
 unreachable receiver can never slow down or fail a request. Worker tasks POST each alert with
 `x-raven-signature: sha256=<hex HMAC-SHA256 of the raw body keyed with the key's webhook secret>`;
 any answer other than 2xx, a timeout or a connection error is retried with exponential backoff up
-to `attempts` times, then dropped (logged). TLS verification uses the process's CA settings
+to `attempts` times, then given up (logged); either outcome is reported to the delivery's `done`
+(the alert watcher records it on the claim, app/alerts.py). TLS verification uses the process's CA settings
 (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else certifi): a receiver whose certificate does not verify is
 never sent the body (each attempt fails at the handshake). Redirects are not followed.
 
@@ -23,9 +24,12 @@ import hmac
 import ipaddress
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from raven_service.core.ports import FULL, QUEUED, REFUSED
 
 if TYPE_CHECKING:
     import httpx
@@ -67,6 +71,7 @@ class _Delivery:
     secret: str
     body: bytes
     id: str
+    done: Callable[[bool], Awaitable[None]] | None = None
 
 
 class WebhookSender:
@@ -88,20 +93,22 @@ class WebhookSender:
         self.delivered = 0
         self.failed = 0
 
-    def send(self, url: str, secret: str, body: bytes) -> None:
-        """Queues one delivery; drops it (logged) when the queue is full or the URL is not allowed."""
+    def send(self, url: str, secret: str, body: bytes, *, delivery_id: str = "",
+             done: Callable[[bool], Awaitable[None]] | None = None) -> str:
+        """Queues one delivery (see `core.ports.AlertSender`); `delivery_id` is its
+        `x-raven-delivery` header (a new random one when empty)."""
         if not deliverable(url, allow_http=self.allow_http):
             self.failed += 1
             log.warning("alert webhook refused: only https:// receivers are allowed (loopback http:// ones "
                         "with alert_webhook_allow_http)")
-            return
+            return REFUSED
         try:
-            self._queue.put_nowait(_Delivery(url, secret, body, "whd_" + uuid.uuid4().hex))
+            self._queue.put_nowait(_Delivery(url, secret, body, delivery_id or "whd_" + uuid.uuid4().hex, done))
         except asyncio.QueueFull:
-            self.failed += 1
-            log.warning("alert webhook queue full: an alert was dropped")
-            return
+            log.warning("alert webhook queue full: an alert waits for a later sweep")
+            return FULL
         self._start()
+        return QUEUED
 
     def _start(self) -> None:
         if not self._tasks:
@@ -131,6 +138,7 @@ class WebhookSender:
                 response = await self._client.post(d.url, content=d.body, headers=headers)
                 if 200 <= response.status_code < 300:
                     self.delivered += 1
+                    await self._done(d, True)
                     return
                 why = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
@@ -141,6 +149,18 @@ class WebhookSender:
                 delay = min(delay * 2, self.retry_max)
         self.failed += 1
         log.warning("alert webhook delivery %s failed %d times; dropped", d.id, self.attempts)
+        await self._done(d, False)
+
+    @staticmethod
+    async def _done(d: _Delivery, delivered: bool) -> None:
+        if d.done is None:
+            return
+        try:
+            await d.done(delivered)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store's hiccup: the claim stays pending and a sweep resends it
+            log.warning("recording alert delivery %s failed: %s", d.id, type(exc).__name__)
 
     async def drain(self, within: float = 5.0) -> None:
         """Waits (bounded) for queued deliveries (tests, shutdown)."""

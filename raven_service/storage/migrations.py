@@ -254,6 +254,24 @@ ALTER TABLE usage_records ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
 """
 
 
+# v7: an alert's delivery outlives the process that claimed it. The claimer stores the body with
+# the claim, `pending` under a lease; delivered or given up, the row says so. A pending row past
+# its lease (its claimer died, or its queue was full) is taken over by any instance's sweep.
+# Claims from before v7 owe nothing: 'delivered'.
+_SQLITE_V7 = """
+ALTER TABLE key_alerts ADD COLUMN body BLOB NOT NULL DEFAULT x'';
+ALTER TABLE key_alerts ADD COLUMN state TEXT NOT NULL DEFAULT 'delivered';
+ALTER TABLE key_alerts ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+CREATE INDEX key_alerts_pending ON key_alerts (lease_until) WHERE state = 'pending';
+"""
+_POSTGRES_V7 = """
+ALTER TABLE key_alerts ADD COLUMN body BYTEA NOT NULL DEFAULT '';
+ALTER TABLE key_alerts ADD COLUMN state TEXT NOT NULL DEFAULT 'delivered';
+ALTER TABLE key_alerts ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0;
+CREATE INDEX key_alerts_pending ON key_alerts (lease_until) WHERE state = 'pending';
+"""
+
+
 SQLITE: tuple[Migration, ...] = (
     Migration(1, "keys, usage records, files, video tasks", _SQLITE_V1),
     Migration(2, "credit holds; video tasks carry their hold", _SQLITE_V2),
@@ -261,6 +279,7 @@ SQLITE: tuple[Migration, ...] = (
     Migration(4, "stored Responses API responses", _SQLITE_V4),
     Migration(5, "usage rollup (hour and day) with latency histograms; usage and video tags", _SQLITE_V5),
     Migration(6, "usage records: cached, cache-creation and reasoning token counts", _SQLITE_V6),
+    Migration(7, "alert deliveries outlive their claimer: body, state and lease on key_alerts", _SQLITE_V7),
 )
 
 _POSTGRES_V1 = """
@@ -414,6 +433,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(4, "stored Responses API responses", _POSTGRES_V4),
     Migration(5, "usage rollup (hour and day) with latency histograms; usage and video tags", _POSTGRES_V5),
     Migration(6, "usage records: cached, cache-creation and reasoning token counts", _POSTGRES_V6),
+    Migration(7, "alert deliveries outlive their claimer: body, state and lease on key_alerts", _POSTGRES_V7),
 )
 
 

@@ -37,6 +37,7 @@ import asyncpg
 
 from raven_service.core.errors import StoreUnavailable
 from raven_service.core.types import (
+    AlertClaim,
     ApiKey,
     CreditHold,
     KeyPatch,
@@ -400,11 +401,30 @@ class PostgresStore:
             key_id, float(window_start))
         return (Decimal(0), Decimal(0)) if row is None else (_money_out(row[0]), _money_out(row[1]))
 
-    async def claim_alert(self, key_id: str, kind: str, period_start: float, threshold: int) -> bool:
+    async def claim_alert(self, key_id: str, kind: str, period_start: float, threshold: int, *,
+                          body: bytes = b"", lease_until: float = 0.0) -> bool:
         """Records that `threshold` was crossed for (key, kind, window); True only for the first caller."""
         return _rowcount(await self._db.execute(
-            "INSERT INTO key_alerts (key_id, kind, period_start, threshold, created_at) VALUES ($1, $2, $3, $4, $5) "
-            "ON CONFLICT DO NOTHING", key_id, kind, float(period_start), threshold, time.time())) == 1
+            "INSERT INTO key_alerts (key_id, kind, period_start, threshold, created_at, body, state, lease_until)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            key_id, kind, float(period_start), threshold, time.time(), body, "pending" if body else "delivered",
+            float(lease_until))) == 1
+
+    async def take_stale_alerts(self, now: float, lease_until: float, limit: int = 100) -> list[AlertClaim]:
+        """SKIP LOCKED: instances sweeping at once each take different claims."""
+        rows = await self._db.fetch(
+            "UPDATE key_alerts SET lease_until = $1 WHERE (key_id, kind, period_start, threshold) IN ("
+            " SELECT key_id, kind, period_start, threshold FROM key_alerts"
+            " WHERE state = 'pending' AND lease_until <= $2 ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            " RETURNING key_id, kind, period_start, threshold, body", float(lease_until), float(now), limit)
+        return [AlertClaim(key_id=r[0], kind=r[1], period_start=float(r[2]), threshold=int(r[3]), body=bytes(r[4]))
+                for r in rows]
+
+    async def finish_alert(self, claim: AlertClaim, *, delivered: bool) -> None:
+        await self._db.execute(
+            "UPDATE key_alerts SET state = $1 WHERE key_id = $2 AND kind = $3 AND period_start = $4 AND threshold = $5",
+            "delivered" if delivered else "failed", claim.key_id, claim.kind, float(claim.period_start),
+            claim.threshold)
 
     # --------------------------------------------------------------------------------- credits
     async def reserve_hold(self, hold: CreditHold) -> bool:

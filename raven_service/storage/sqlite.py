@@ -31,6 +31,7 @@ import msgspec
 
 from raven_service.core.errors import StoreUnavailable
 from raven_service.core.types import (
+    AlertClaim,
     ApiKey,
     CreditHold,
     KeyPatch,
@@ -308,11 +309,27 @@ class SqliteStore:
                                    (key_id, window_start))
         return (Decimal(0), Decimal(0)) if row is None else (from_units(row[0]), from_units(row[1]))
 
-    async def claim_alert(self, key_id: str, kind: str, period_start: float, threshold: int) -> bool:
+    async def claim_alert(self, key_id: str, kind: str, period_start: float, threshold: int, *,
+                          body: bytes = b"", lease_until: float = 0.0) -> bool:
         """Records that `threshold` was crossed for (key, kind, window); True only for the first caller."""
         return await self._execute(
-            "INSERT INTO key_alerts (key_id, kind, period_start, threshold, created_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING", (key_id, kind, period_start, threshold, time.time())) == 1
+            "INSERT INTO key_alerts (key_id, kind, period_start, threshold, created_at, body, state, lease_until)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (key_id, kind, period_start, threshold, time.time(), body, "pending" if body else "delivered",
+             lease_until)) == 1
+
+    async def take_stale_alerts(self, now: float, lease_until: float, limit: int = 100) -> list[AlertClaim]:
+        rows = await self._fetchall(
+            "UPDATE key_alerts SET lease_until = ? WHERE rowid IN (SELECT rowid FROM key_alerts"
+            " WHERE state = 'pending' AND lease_until <= ? ORDER BY lease_until LIMIT ?)"
+            " RETURNING key_id, kind, period_start, threshold, body", (lease_until, now, limit))
+        return [AlertClaim(key_id=r[0], kind=r[1], period_start=float(r[2]), threshold=int(r[3]), body=bytes(r[4]))
+                for r in rows]
+
+    async def finish_alert(self, claim: AlertClaim, *, delivered: bool) -> None:
+        await self._execute(
+            "UPDATE key_alerts SET state = ? WHERE key_id = ? AND kind = ? AND period_start = ? AND threshold = ?",
+            ("delivered" if delivered else "failed", claim.key_id, claim.kind, claim.period_start, claim.threshold))
 
     # --------------------------------------------------------------------------------- credits
     async def reserve_hold(self, hold: CreditHold) -> bool:

@@ -533,3 +533,33 @@ async def test_concurrent_claims_from_two_instances_win_once_each(open_store: Op
     assert sum(won) == len(alerts) == 12
     for a in alerts:
         assert [w for (_, b), w in zip(attempts, won, strict=True) if b == a].count(True) == 1
+
+
+async def test_a_claimed_delivery_is_pending_under_its_lease_then_taken_over_once(store: MigratingStore) -> None:
+    assert await store.claim_alert("key_001", "budget", DAY_1, 80, body=b'{"threshold":80}', lease_until=NOW + 600)
+    assert await store.claim_alert("key_001", "credits", 0.0, 95, body=b'{"threshold":95}', lease_until=NOW + 60)
+    assert await store.claim_alert("key_001", "credits", 0.0, 50)  # no body: a claim that owes nothing
+    assert await store.take_stale_alerts(NOW + 59, NOW + 1000) == []  # every lease still running
+    taken = await store.take_stale_alerts(NOW + 60, NOW + 660)
+    assert [(c.kind, c.threshold, c.body, c.period_start) for c in taken] == [
+        ("credits", 95, b'{"threshold":95}', 0.0)]
+    assert await store.take_stale_alerts(NOW + 61, NOW + 661) == []  # the taker holds it now
+    both = await store.take_stale_alerts(NOW + 700, NOW + 1300)
+    assert sorted((c.kind, c.threshold) for c in both) == [("budget", 80), ("credits", 95)]
+    assert next(c for c in both if c.kind == "budget").period_start == DAY_1
+    # the claim's coordinates come back with their types (a delivery id is derived from them)
+    assert all(type(c.period_start) is float and type(c.threshold) is int for c in both)
+    for claim in both:
+        await store.finish_alert(claim, delivered=claim.kind == "budget")  # one delivered, one given up
+    assert await store.take_stale_alerts(NOW + 10**6, NOW + 10**6) == []  # finished: never taken again
+    assert not await store.claim_alert("key_001", "budget", DAY_1, 80, body=b"{}", lease_until=0.0)
+
+
+async def test_two_sweeping_instances_take_each_stale_claim_once(open_store: OpenStore) -> None:
+    first, second = await open_store(), await open_store()
+    for t in range(1, 21):
+        assert await first.claim_alert("key_001", "credits", 0.0, t, body=b"{}", lease_until=NOW)
+    taken = await asyncio.gather(*(s.take_stale_alerts(NOW, NOW + 600, limit=3)
+                                   for s in (first, second) * 5))
+    thresholds = [c.threshold for batch in taken for c in batch]
+    assert sorted(thresholds) == list(range(1, 21))  # every claim taken, none twice
