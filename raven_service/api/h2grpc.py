@@ -625,13 +625,23 @@ class _Call:
 _END = object()
 
 
+class _H2Connection(h2.connection.H2Connection):
+    """h2's state machine, remembering fewer closed streams. h2 keeps how each closed stream
+    ended (to tell a late frame on a reset stream, a stream error, from one on an ended stream, a
+    connection error) for the last 65,536 of them per connection: ~7 MiB for every long-lived
+    client connection, measured as RSS growing ~130 bytes per call until the cap. 4,096 covers
+    frames in flight for seconds at thousands of calls per second on one connection."""
+
+    MAX_CLOSED_STREAMS = 4096
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: h2's state machine fed from the socket, calls by stream id."""
 
     def __init__(self, server: H2GrpcServer) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
-        self.h2 = h2.connection.H2Connection(config=_CONFIG)
+        self.h2 = _H2Connection(config=_CONFIG)
         self.calls: dict[int, _Call] = {}
         self.transport: asyncio.Transport | None = None
         self.peer = ""
