@@ -387,7 +387,9 @@ def configure_access_log() -> None:
 #: gc.callbacks at c=64 (bench/raven-bench.toml, one core): 17 % of the process's CPU went to the
 #: collector. Frozen and with these thresholds, a steady c=64 load runs a young collection every few
 #: seconds (~10 ms of 10 s), and leaked cycles (exceptions with tracebacks, mostly: abandoned
-#: streams) are collected once 10,000 accumulate. The memory soak (bench/soak.py, 2.5 min) ended at
+#: streams) are collected once 10,000 accumulate. So a request must leave no cycle behind: one per
+#: gRPC call and per in-process stream did, and held memory until a full collection, minutes apart
+#: (tests/service/test_no_reference_cycles.py). The memory soak (bench/soak.py, 2.5 min) ended at
 #: 115.7 MiB with 10,000, 117.9 with 20,000; 10 minutes with 50,000 reached 123 MiB.
 GC_THRESHOLDS: Final = (10_000, 20, 20)
 

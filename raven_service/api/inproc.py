@@ -53,22 +53,22 @@ class _Abort(Exception):
 class _Context:
     """The subset of grpc.aio.ServicerContext the servicers use."""
 
-    __slots__ = ("_initial", "_metadata", "_on_initial", "_trailing")
+    __slots__ = ("_initial", "_metadata", "_sent", "_trailing")
 
     def __init__(self, metadata: Sequence[tuple[str, str]] | None,
-                 on_initial: Callable[[tuple], None] | None = None) -> None:
+                 sent: asyncio.Future[tuple] | None = None) -> None:
         self._metadata = tuple(metadata or ())
         self._initial: tuple = ()
         self._trailing: tuple = ()
-        self._on_initial = on_initial
+        self._sent = sent  # resolved with the initial metadata when the servicer sends it
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
 
     async def send_initial_metadata(self, metadata: Sequence[tuple[str, Any]]) -> None:
         self._initial = tuple(metadata)
-        if self._on_initial is not None:
-            self._on_initial(self._initial)
+        if self._sent is not None:
+            _resolve(self._sent, self._initial)
 
     def set_trailing_metadata(self, metadata: Sequence[tuple[str, Any]]) -> None:
         self._trailing = tuple(metadata)
@@ -84,6 +84,11 @@ class _Context:
 
     def peer(self) -> str:
         return "inprocess"
+
+
+def _resolve(future: asyncio.Future[tuple], metadata: tuple) -> None:
+    if not future.done():
+        future.set_result(metadata)
 
 
 def _error(exc: BaseException, initial: tuple, trailing: tuple = ()) -> grpc.aio.AioRpcError:
@@ -136,13 +141,15 @@ class _StreamCall:
     def __init__(self, handler: Callable, request: Any, metadata: Any, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         self._initial: asyncio.Future[tuple] = loop.create_future()
-        self._context = _Context(metadata, self._set_initial)
+        # The context gets the future, not a method of this call: no reference cycle, so a stream
+        # is freed when it ends rather than at the next full collection (rare by design, see
+        # `raven_service.server.GC_THRESHOLDS`).
+        self._context = _Context(metadata, self._initial)
         self._queue: asyncio.Queue[Any] = asyncio.Queue(64)
         self._task = loop.create_task(self._pump(handler, request, timeout))
 
     def _set_initial(self, metadata: tuple) -> None:
-        if not self._initial.done():
-            self._initial.set_result(metadata)
+        _resolve(self._initial, metadata)
 
     async def _pump(self, handler: Callable, request: Any, deadline_s: float | None) -> None:
         queue = self._queue

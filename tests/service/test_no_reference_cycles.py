@@ -1,0 +1,96 @@
+"""The server runs with rare full collections (`raven_service.server.GC_THRESHOLDS`): whatever a
+request leaves in a reference cycle stays in memory until one runs, minutes apart under load. A
+stream through the in-process channel `raven serve` uses did (its context held a method of its
+call); these requests must be freed by reference counting alone."""
+
+from __future__ import annotations
+
+import gc
+
+import grpc
+import pytest
+from tests_support import make_rest, service
+
+from raven.v1 import chat_pb2, chat_service_pb2_grpc
+from raven.v1 import chat_service_pb2 as cs
+
+pytestmark = pytest.mark.timeout(60)
+
+CHAT = "raven/local-chat"
+
+
+def _kinds(objects: list) -> set[str]:
+    """The types of ours (and asyncio tasks, whose coroutines hold whole requests) among `objects`."""
+    out = set()
+    for o in objects:
+        t = type(o)
+        if t.__module__.startswith(("raven_service", "gateway")) or t.__name__ in ("Task", "coroutine"):
+            out.add(f"{t.__module__}.{t.__qualname__}")
+    return out
+
+
+async def test_rest_requests_through_the_in_process_channel_leave_no_cycles(tmp_path):
+    async with make_rest(tmp_path, link="inprocess") as rest:
+        body = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+
+        async def round_of_requests() -> None:
+            for stream in (False, True) * 5:
+                async with rest.http.stream("POST", "/v1/chat/completions", json=body | {"stream": stream},
+                                            headers=rest.auth()) as resp:
+                    assert resp.status_code == 200
+                    await resp.aread()
+            bad = await rest.http.post("/v1/chat/completions", json={"model": "nope", "messages": []},
+                                       headers=rest.auth())
+            assert bad.status_code in (400, 404)
+            denied = await rest.http.post("/v1/chat/completions", json=body, headers=rest.auth("rk-wrong"))
+            assert denied.status_code == 401
+
+        await round_of_requests()  # first use: lazily built caches, compiled types
+        gc.collect()
+        gc.disable()
+        try:
+            await round_of_requests()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            kinds = _kinds(gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+            gc.collect()
+    assert kinds == set()
+
+
+async def test_grpc_calls_on_the_served_port_leave_no_cycles_of_ours(tmp_path):
+    """The real servicers behind the in-loop HTTP/2 server (grpc's own client, in this process too,
+    keeps cycles of its own: only the server's types count here)."""
+    async with service(tmp_path) as svc, grpc.aio.insecure_channel(svc.target) as channel:
+        chat = chat_service_pb2_grpc.ChatServiceStub(channel)
+        msgs = [chat_pb2.ChatMessage(role="user", content="hi")]
+
+        async def round_of_calls() -> None:
+            for _ in range(5):
+                done = await chat.CreateChatCompletion(cs.CreateChatCompletionRequest(model=CHAT, messages=msgs),
+                                                       metadata=svc.meta())
+                assert done.choices
+                parts = [m async for m in chat.StreamChatCompletion(
+                    cs.StreamChatCompletionRequest(model=CHAT, messages=msgs), metadata=svc.meta())]
+                assert parts
+            with pytest.raises(grpc.aio.AioRpcError):
+                await chat.CreateChatCompletion(cs.CreateChatCompletionRequest(model=CHAT, messages=msgs),
+                                                metadata=svc.meta("rk-wrong"))
+
+        await round_of_calls()
+        gc.collect()
+        gc.disable()
+        try:
+            await round_of_calls()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            kinds = {k for k in _kinds(gc.garbage) if k.startswith("raven_service")}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+            gc.collect()
+    assert kinds == set()
