@@ -30,6 +30,7 @@ def _kinds(objects: list) -> set[str]:
 
 
 async def test_rest_requests_through_the_in_process_channel_leave_no_cycles(tmp_path):
+    """Chat unary and stream, Messages and Responses (both ways), embeddings, models, and two errors."""
     async with make_rest(tmp_path, link="inprocess") as rest:
         body = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
@@ -39,6 +40,16 @@ async def test_rest_requests_through_the_in_process_channel_leave_no_cycles(tmp_
                                             headers=rest.auth()) as resp:
                     assert resp.status_code == 200
                     await resp.aread()
+            for stream in (False, True):
+                for path, payload in (("/v1/messages", body), ("/v1/responses", {"model": CHAT, "input": "hi"})):
+                    async with rest.http.stream("POST", path, json=payload | {"stream": stream},
+                                                headers=rest.auth()) as resp:
+                        assert resp.status_code == 200, path
+                        await resp.aread()
+            embedded = await rest.http.post("/v1/embeddings", json={"model": "raven/local-embed", "input": ["a", "b"]},
+                                            headers=rest.auth())
+            assert embedded.status_code == 200
+            assert (await rest.http.get("/v1/models", headers=rest.auth())).status_code == 200
             bad = await rest.http.post("/v1/chat/completions", json={"model": "nope", "messages": []},
                                        headers=rest.auth())
             assert bad.status_code in (400, 404)
