@@ -133,6 +133,26 @@ class _UnaryCall:
         return False
 
 
+async def _pump(handler: Callable, request: Any, deadline_s: float | None, context: _Context,
+                initial: asyncio.Future[tuple], queue: asyncio.Queue[Any]) -> None:
+    """A stream's task: the servicer's messages into `queue`. A function of the parts it needs, not
+    a method of the call: a cancelled task keeps its CancelledError, whose traceback keeps this
+    frame, so a frame holding the call would make call -> task -> error -> frame -> call a cycle."""
+    try:
+        async with within(deadline_s):
+            async for message in handler(request, context):
+                _resolve(initial, ())
+                await queue.put(message)
+        _resolve(initial, ())
+        await queue.put(_EOF)
+    except asyncio.CancelledError:
+        _resolve(initial, ())
+        raise
+    except (_Abort, Exception) as exc:
+        _resolve(initial, ())
+        await queue.put(_error(exc, context._initial, context._trailing))
+
+
 class _StreamCall:
     """Runs the servicer's async generator in its own task, like a real call would."""
 
@@ -146,26 +166,7 @@ class _StreamCall:
         # `raven_service.server.GC_THRESHOLDS`).
         self._context = _Context(metadata, self._initial)
         self._queue: asyncio.Queue[Any] = asyncio.Queue(64)
-        self._task = loop.create_task(self._pump(handler, request, timeout))
-
-    def _set_initial(self, metadata: tuple) -> None:
-        _resolve(self._initial, metadata)
-
-    async def _pump(self, handler: Callable, request: Any, deadline_s: float | None) -> None:
-        queue = self._queue
-        try:
-            async with within(deadline_s):
-                async for message in handler(request, self._context):
-                    self._set_initial(())
-                    await queue.put(message)
-            self._set_initial(())
-            await queue.put(_EOF)
-        except asyncio.CancelledError:
-            self._set_initial(())
-            raise
-        except (_Abort, Exception) as exc:
-            self._set_initial(())
-            await queue.put(_error(exc, self._context._initial, self._context._trailing))
+        self._task = loop.create_task(_pump(handler, request, timeout, self._context, self._initial, self._queue))
 
     async def initial_metadata(self) -> grpc.aio.Metadata:
         return grpc.aio.Metadata(*await asyncio.shield(self._initial))

@@ -150,7 +150,11 @@ class _Deadline:
         return self._task.uncancel() <= self._base
 
     def close(self) -> None:
+        """The stream ended. Lets go of the task too: a cancelled task keeps its CancelledError,
+        whose traceback keeps the frames holding this deadline, so a deadline still pointing at the
+        task would make a reference cycle of every cancelled stream."""
         self._handle.cancel()
+        self._task = None
 
 
 class ChatUseCase:
