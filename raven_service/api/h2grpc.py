@@ -538,6 +538,10 @@ class _Call:
         else:
             code = context._code or _Code.OK
             self.finish(code, context._details, context._trailing)
+        finally:
+            # Nothing is awaited past here. A cancelled task keeps its CancelledError, whose
+            # traceback keeps this frame and so this call: the call must not keep the task.
+            self.task = None
 
     async def _invoke(self, handler: Any, request: Any, context: ServicerContext) -> None:
         if handler.request_streaming:

@@ -10,7 +10,7 @@ import gc
 
 import grpc
 import pytest
-from tests_support import make_rest, service
+from tests_support import make_rest, service, usage_records
 
 from raven.v1 import chat_pb2, chat_service_pb2_grpc
 from raven.v1 import chat_service_pb2 as cs
@@ -141,6 +141,42 @@ async def test_a_stream_cancelled_mid_way_on_the_in_process_channel_leaves_no_cy
         gc.disable()
         try:
             await cancelled_streams()
+            await asyncio.sleep(0.05)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            kinds = {k for k in _kinds(gc.garbage) if k.startswith("raven_service")}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+            gc.collect()
+    assert kinds == set()
+
+
+async def test_a_grpc_stream_cancelled_by_its_client_leaves_no_cycles_of_ours(tmp_path):
+    """The same on the served port: the client resets the stream, the server cancels the call's task."""
+    async with service(tmp_path, local_tokens_per_second=200.0) as svc, \
+            grpc.aio.insecure_channel(svc.target) as channel:
+        chat = chat_service_pb2_grpc.ChatServiceStub(channel)
+        req = cs.StreamChatCompletionRequest(model=CHAT, max_tokens=200,
+                                             messages=[chat_pb2.ChatMessage(role="user", content="a long story")])
+
+        async def cancelled_streams(settled: int) -> None:
+            for _ in range(5):
+                call = chat.StreamChatCompletion(req, metadata=svc.meta())
+                assert (await call.read()).id
+                call.cancel()
+            for _ in range(400):  # each cancelled call settles (one usage record each)
+                if len(await usage_records(svc.services)) >= settled:
+                    break
+                await asyncio.sleep(0.005)
+            assert len(await usage_records(svc.services)) == settled
+
+        await cancelled_streams(5)
+        gc.collect()
+        gc.disable()
+        try:
+            await cancelled_streams(10)
             await asyncio.sleep(0.05)
             gc.set_debug(gc.DEBUG_SAVEALL)
             gc.collect()
