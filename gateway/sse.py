@@ -13,15 +13,22 @@ the gRPC call in ``finally``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final, Generic, TypeVar
 
 import grpc
+from litestar.enums import MediaType
+from litestar.response import Stream
+from litestar.response.base import ASGIResponse
+from litestar.response.streaming import ASGIStreamingResponse
+from litestar.types import Receive, Send
 
 __all__ = [
     "DONE",
     "END",
     "KEEPALIVE",
+    "EventStream",
     "RpcStream",
     "data_event",
     "open_stream",
@@ -161,8 +168,9 @@ class RpcStream(Generic[T]):
         """Stop reading and cancel the RPC (a no-op once it finished)."""
         if self._tick_handle is not None:
             self._tick_handle.cancel()
-        if self._pump is not None:
-            self._pump.cancel()
+        pump, self._pump = self._pump, None  # a cancelled task keeps its error, whose frames hold self
+        if pump is not None:
+            pump.cancel()
         self._call.cancel()
 
 
@@ -249,3 +257,74 @@ def _frames(
             return frames, True
         frames.append(render(item))
     return frames, False
+
+
+class _ASGIEventStream(ASGIStreamingResponse):
+    """Litestar's streaming response, sending from the request's own task. Litestar's runs the body
+    in a task of an anyio task group beside a disconnect listener: a task group and a cancel scope
+    per stream, and on a client disconnect anyio keeps the CancelledError in a frame its traceback
+    holds, a reference cycle that kept the whole request's objects until a full collection. Here
+    one listener task cancels the request's task when the client goes; that cancellation ends the
+    body like anyio's did (the stream's generator is closed, which cancels the gRPC call) and is
+    then absorbed, any other one propagates."""
+
+    __slots__ = ()
+
+    async def send_body(self, send: Send, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        listener = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, task))
+        try:
+            await self._stream(send)
+        except asyncio.CancelledError:
+            if not (listener.done() and not listener.cancelled() and listener.result()):
+                raise
+            if task.uncancel() > 0:  # cancelled from elsewhere too (shutdown)
+                raise
+            if (aclose := getattr(self.iterator, "aclose", None)) is not None:
+                await aclose()  # the generator's finally now, not when it is collected
+        finally:
+            listener.cancel()
+
+
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> bool:
+    """Waits for the client's disconnect, then cancels `task` (True); cancelled once the body is out."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            task.cancel()
+            return True
+
+
+class EventStream(Stream):
+    """`litestar.response.Stream` for the SSE routes, answered by :class:`_ASGIEventStream`."""
+
+    __slots__ = ()
+
+    def to_asgi_response(  # Litestar's parameters
+        self,
+        app: Any,
+        request: Any,
+        *,
+        background: Any = None,
+        cookies: Iterable[Any] | None = None,
+        encoded_headers: Iterable[tuple[bytes, bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+        is_head_response: bool = False,
+        media_type: MediaType | str | None = None,
+        status_code: int | None = None,
+        type_encoders: Any = None,
+    ) -> ASGIResponse:
+        merged = {**headers, **self.headers} if headers is not None else self.headers
+        return _ASGIEventStream(
+            background=self.background or background,
+            content_length=0,
+            cookies=self.cookies if cookies is None else itertools.chain(self.cookies, cookies),
+            encoded_headers=encoded_headers,
+            encoding=self.encoding,
+            headers=merged,
+            is_head_response=is_head_response,
+            iterator=self.iterator,  # type: ignore[arg-type]  # the routes pass async generators
+            media_type=str(media_type or self.media_type or MediaType.TEXT),
+            status_code=self.status_code or status_code,
+        )

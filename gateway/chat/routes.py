@@ -15,7 +15,7 @@ from gateway.chat.schemas import ChatCompletion, ChatCompletionRequest
 from gateway.encoding import json_response
 from gateway.errors import forwarded_headers
 from gateway.openapi import ERROR_RESPONSES, streaming_operation
-from gateway.sse import RpcStream, open_stream, sse_events
+from gateway.sse import EventStream, RpcStream, open_stream, sse_events
 from raven.v1 import chat_service_pb2
 
 __all__ = ["ChatController"]
@@ -86,4 +86,4 @@ async def _stream(
         render=renderer.render,
         render_error=renderer.render_error,
     )
-    return Stream(events, headers=headers, media_type="text/event-stream")
+    return EventStream(events, headers=headers, media_type="text/event-stream")

@@ -39,7 +39,7 @@ from gateway.messages.schemas import (
     MessagesRequest,
 )
 from gateway.openapi import streaming_operation
-from gateway.sse import RpcStream, open_stream, sse_events
+from gateway.sse import EventStream, RpcStream, open_stream, sse_events
 from raven.v1 import chat_service_pb2
 
 __all__ = ["MessagesController"]
@@ -162,4 +162,4 @@ async def _stream(
         done=b"",
         keepalive_frame=PING,
     )
-    return Stream(events, headers=headers, media_type="text/event-stream")
+    return EventStream(events, headers=headers, media_type="text/event-stream")

@@ -35,7 +35,7 @@ from gateway.responses.convert import (
     with_item_ids,
 )
 from gateway.responses.schemas import ResponsesRequest
-from gateway.sse import END, KEEPALIVE, RpcStream, open_stream
+from gateway.sse import END, KEEPALIVE, EventStream, RpcStream, open_stream
 from raven.v1 import chat_service_pb2, response_service_pb2
 
 __all__ = ["ResponsesController"]
@@ -205,7 +205,7 @@ async def _stream(request: Request[Any, Any, Any], data: ResponsesRequest, histo
     headers.update(SSE_HEADERS)
     events = _events(request, stream, first, ResponseTranslator(echo), keepalive,
                      (history, input_items(data)) if store else None, metadata)
-    return Stream(events, headers=headers, media_type="text/event-stream")
+    return EventStream(events, headers=headers, media_type="text/event-stream")
 
 
 async def _events(request: Request[Any, Any, Any], stream: RpcStream[chat_service_pb2.StreamChatCompletionResponse],
