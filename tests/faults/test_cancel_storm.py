@@ -59,6 +59,9 @@ async def test_grpc_cancel_storm_settles_every_admitted_request(tmp_path) -> Non
         key_id, secret = await _credit_key(svc.services)
         meta = (("authorization", f"Bearer {secret}"),)
         async with grpc.aio.insecure_channel(svc.target) as channel:
+            # Connected first: the storm is meant for requests in flight, and a connection still
+            # being set up (or backing off after a refused first attempt) could swallow all of it.
+            await asyncio.wait_for(channel.channel_ready(), timeout=10)
             stub = chat_service_pb2_grpc.ChatServiceStub(channel)
             msgs = [chat_pb2.ChatMessage(role="user", content=PROMPT)]
 
