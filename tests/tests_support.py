@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import gc
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -105,3 +106,24 @@ def backend_missing(reason: str, env_var: str) -> None:
     if os.environ.get(env_var):
         pytest.fail(f"{reason} although {env_var} is set", pytrace=False)
     pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def left_for_the_collector() -> Iterator[set[str]]:
+    """Runs the block with the cycle collector off, then collects (DEBUG_SAVEALL): the set gets the
+    types (``module.qualname``) of what only the collector could free. The server collects rarely
+    (raven_service.server.GC_THRESHOLDS), so a request must leave nothing there. The objects
+    themselves are freed before the set is read."""
+    found: set[str] = set()
+    gc.collect()
+    gc.disable()
+    try:
+        yield found
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        found.update(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        gc.collect()

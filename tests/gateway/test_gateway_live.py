@@ -7,7 +7,6 @@ Times are short and bounds generous: nothing here measures performance.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +16,7 @@ import httpx
 import pytest
 from gateway_fakes import RATE_METADATA, FakeService, abort, chunk, text_stream
 from litestar import Litestar
+from tests_support import left_for_the_collector
 
 from gateway import GatewaySettings, create_app
 
@@ -83,27 +83,34 @@ async def test_fast_first_chunk_sends_no_comment(channel: grpc.aio.Channel, live
     assert response.text.endswith("data: [DONE]\n\n")
 
 
+async def _endless(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    yield chunk(role="assistant", content="")
+    while True:
+        yield chunk(content="tok")
+        await asyncio.sleep(0.01)
+
+
+async def _stream_until(base: str, events: int) -> tuple[bytes, asyncio.StreamWriter]:
+    """A chat stream over a raw socket, read until `events` data events came; what came and the writer."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    payload = json.dumps(BODY).encode()
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer rk-test\r\n"
+        b"Content-Type: application/json\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+    )
+    await writer.drain()
+    received = b""
+    while received.count(b"data: ") < events:
+        received += await asyncio.wait_for(reader.read(4096), timeout=5)
+    return received, writer
+
+
 @pytest.mark.timeout(30)
 async def test_client_disconnect_cancels_grpc_call(app: Litestar, fake: FakeService, live_gateway: Any) -> None:
-    async def endless(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        yield chunk(role="assistant", content="")
-        while True:
-            yield chunk(content="tok")
-            await asyncio.sleep(0.05)
-
-    fake.chat.stream = endless
+    fake.chat.stream = _endless
     async with live_gateway(app) as base:
-        host, port = base.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        payload = json.dumps(BODY).encode()
-        writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer rk-test\r\n"
-            b"Content-Type: application/json\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
-        )
-        await writer.drain()
-        received = b""
-        while received.count(b"data: ") < 3:
-            received += await asyncio.wait_for(reader.read(4096), timeout=5)
+        received, writer = await _stream_until(base, 3)
         assert received.startswith(b"HTTP/1.1 200")
         assert not fake.chat.cancelled.is_set()
         writer.close()
@@ -117,47 +124,22 @@ async def test_a_disconnected_stream_leaves_no_cycles_of_the_gateway(app: Litest
     """The server collects rarely (raven_service.server.GC_THRESHOLDS), so a client gone mid-stream
     must not leave the request in a reference cycle: Litestar's streaming response did (anyio's
     task group keeps the CancelledError in a frame of its traceback), holding the stream's objects."""
-    async def endless(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        yield chunk(role="assistant", content="")
-        while True:
-            yield chunk(content="tok")
-            await asyncio.sleep(0.01)
-
-    fake.chat.stream = endless
+    fake.chat.stream = _endless
     async with live_gateway(app) as base:
-        host, port = base.removeprefix("http://").split(":")
-        payload = json.dumps(BODY).encode()
 
         async def abandoned() -> None:
             fake.chat.cancelled.clear()
-            reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer rk-test\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: " + str(len(payload)).encode()
-                         + b"\r\n\r\n" + payload)
-            received = b""
-            while received.count(b"data: ") < 2:
-                received += await asyncio.wait_for(reader.read(4096), timeout=5)
+            _, writer = await _stream_until(base, 2)
             writer.close()
             await writer.wait_closed()
             await asyncio.wait_for(fake.chat.cancelled.wait(), timeout=3)
             await asyncio.sleep(0.05)  # the response's own unwinding
 
         await abandoned()
-        gc.collect()
-        gc.disable()
-        try:
+        with left_for_the_collector() as left:
             for _ in range(3):
                 await abandoned()
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            gc.collect()
-            kinds = {f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
-                     if type(o).__module__.startswith("gateway")}
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
-            gc.collect()
-    assert kinds == set()
+    assert {k for k in left if k.startswith("gateway")} == set()
 
 
 @pytest.mark.timeout(30)

@@ -6,11 +6,10 @@ call); these requests must be freed by reference counting alone."""
 from __future__ import annotations
 
 import asyncio
-import gc
 
 import grpc
 import pytest
-from tests_support import make_rest, service, usage_records
+from tests_support import left_for_the_collector, make_rest, service, usage_records
 
 from raven.v1 import chat_pb2, chat_service_pb2_grpc
 from raven.v1 import chat_service_pb2 as cs
@@ -20,14 +19,15 @@ pytestmark = pytest.mark.timeout(60)
 CHAT = "raven/local-chat"
 
 
-def _kinds(objects: list) -> set[str]:
-    """The types of ours (and asyncio tasks, whose coroutines hold whole requests) among `objects`."""
-    out = set()
-    for o in objects:
-        t = type(o)
-        if t.__module__.startswith(("raven_service", "gateway")) or t.__name__ in ("Task", "coroutine"):
-            out.add(f"{t.__module__}.{t.__qualname__}")
-    return out
+def _ours(kinds: set[str]) -> set[str]:
+    """Our types among `kinds` (and asyncio tasks, whose coroutines hold whole requests)."""
+    return {k for k in kinds
+            if k.startswith(("raven_service", "gateway")) or k in ("_asyncio.Task", "builtins.coroutine")}
+
+
+def _the_servers(kinds: set[str]) -> set[str]:
+    """The server's types among `kinds` (grpc's own client, in this process too, keeps cycles of its own)."""
+    return {k for k in kinds if k.startswith("raven_service")}
 
 
 async def test_rest_requests_through_the_in_process_channel_leave_no_cycles(tmp_path):
@@ -58,19 +58,9 @@ async def test_rest_requests_through_the_in_process_channel_leave_no_cycles(tmp_
             assert denied.status_code == 401
 
         await round_of_requests()  # first use: lazily built caches, compiled types
-        gc.collect()
-        gc.disable()
-        try:
+        with left_for_the_collector() as left:
             await round_of_requests()
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            gc.collect()
-            kinds = _kinds(gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
-            gc.collect()
-    assert kinds == set()
+    assert _ours(left) == set()
 
 
 async def test_grpc_calls_on_the_served_port_leave_no_cycles_of_ours(tmp_path):
@@ -93,26 +83,15 @@ async def test_grpc_calls_on_the_served_port_leave_no_cycles_of_ours(tmp_path):
                                                 metadata=svc.meta("rk-wrong"))
 
         await round_of_calls()
-        gc.collect()
-        gc.disable()
-        try:
+        with left_for_the_collector() as left:
             await round_of_calls()
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            gc.collect()
-            kinds = {k for k in _kinds(gc.garbage) if k.startswith("raven_service")}
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
-            gc.collect()
-    assert kinds == set()
+    assert _the_servers(left) == set()
 
 
 async def test_a_stream_cancelled_mid_way_on_the_in_process_channel_leaves_no_cycles(tmp_path):
     """A client gone mid-stream cancels the servicer's task. The cancelled task keeps its
     CancelledError and so the traceback's frames: none of them may hold the call (which holds the
-    task). (Litestar's streaming response leaves a cycle of its own in anyio on a disconnect; this
-    is the service's side alone.)"""
+    task). This is the service's side alone; the gateway's is in tests/gateway/test_gateway_live.py."""
     from raven_service.api.inproc import HandlerRegistry, InProcessChannel
     from raven_service.server import register_servicers
 
@@ -137,20 +116,10 @@ async def test_a_stream_cancelled_mid_way_on_the_in_process_channel_leaves_no_cy
 
         await cancelled_streams()
         await asyncio.sleep(0.05)  # the cancelled requests settle
-        gc.collect()
-        gc.disable()
-        try:
+        with left_for_the_collector() as left:
             await cancelled_streams()
             await asyncio.sleep(0.05)
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            gc.collect()
-            kinds = {k for k in _kinds(gc.garbage) if k.startswith("raven_service")}
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
-            gc.collect()
-    assert kinds == set()
+    assert _the_servers(left) == set()
 
 
 async def test_a_grpc_stream_cancelled_by_its_client_leaves_no_cycles_of_ours(tmp_path):
@@ -173,17 +142,7 @@ async def test_a_grpc_stream_cancelled_by_its_client_leaves_no_cycles_of_ours(tm
             assert len(await usage_records(svc.services)) == settled
 
         await cancelled_streams(5)
-        gc.collect()
-        gc.disable()
-        try:
+        with left_for_the_collector() as left:
             await cancelled_streams(10)
             await asyncio.sleep(0.05)
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            gc.collect()
-            kinds = {k for k in _kinds(gc.garbage) if k.startswith("raven_service")}
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
-            gc.collect()
-    assert kinds == set()
+    assert _the_servers(left) == set()
