@@ -13,12 +13,10 @@ the gRPC call in ``finally``.
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, Generic, TypeVar
 
 import grpc
-from litestar.enums import MediaType
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
@@ -301,30 +299,9 @@ class EventStream(Stream):
 
     __slots__ = ()
 
-    def to_asgi_response(  # Litestar's parameters
-        self,
-        app: Any,
-        request: Any,
-        *,
-        background: Any = None,
-        cookies: Iterable[Any] | None = None,
-        encoded_headers: Iterable[tuple[bytes, bytes]] | None = None,
-        headers: dict[str, str] | None = None,
-        is_head_response: bool = False,
-        media_type: MediaType | str | None = None,
-        status_code: int | None = None,
-        type_encoders: Any = None,
-    ) -> ASGIResponse:
-        merged = {**headers, **self.headers} if headers is not None else self.headers
-        return _ASGIEventStream(
-            background=self.background or background,
-            content_length=0,
-            cookies=self.cookies if cookies is None else itertools.chain(self.cookies, cookies),
-            encoded_headers=encoded_headers,
-            encoding=self.encoding,
-            headers=merged,
-            is_head_response=is_head_response,
-            iterator=self.iterator,  # type: ignore[arg-type]  # the routes pass async generators
-            media_type=str(media_type or self.media_type or MediaType.TEXT),
-            status_code=self.status_code or status_code,
-        )
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        response = super().to_asgi_response(*args, **kwargs)
+        assert type(response) is ASGIStreamingResponse
+        # Litestar's own response, sent by our send_body: the subclass adds no state (no slots).
+        response.__class__ = _ASGIEventStream
+        return response
