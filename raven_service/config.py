@@ -119,7 +119,8 @@ class Settings(msgspec.Struct, kw_only=True):
     public_base_url: str = ""
     #: How the co-located gateway reaches the service: "inprocess" (no socket) or "unix".
     gateway_link: str = "inprocess"
-    #: The public gRPC port's server: "h2" (in the event loop, api/h2grpc.py) or "grpcio"
+    #: The public gRPC port's server: "h2" (HTTP/2 on the event loop through libnghttp2,
+    #: api/h2grpc.py) or "grpcio"
     #: (grpc.aio's C core, which hands every operation to the loop through a poller thread).
     grpc_server: str = "h2"
     log_level: str = "info"

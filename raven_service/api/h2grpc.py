@@ -1,12 +1,18 @@
-"""The public gRPC port, served on the event loop itself: gRPC's HTTP/2 protocol over `h2`.
+"""The public gRPC port, served on the event loop itself: gRPC's HTTP/2 protocol over libnghttp2.
 
 Why not grpc.aio's server: its C core runs the sockets on its own threads and hands every batch
 operation (a call arriving, a message read, headers sent, the status sent) to the event loop through
 a poller thread, two thread switches per operation. On the core the service is pinned to, that hand-
 off was about half of a unary call's CPU (bench: h2load at c=64, an echo handler on one core: grpc.aio
-3,100 calls/s, this server 6,200; docs/performance.md). Here one `asyncio.Protocol` per connection
-feeds the bytes to h2's state machine (python-hyper's `h2`, the HTTP/2 implementation under hypercorn
-and httpx) and the servicer runs in a task of its own; nothing crosses a thread.
+3,100 calls/s, this server on python-hyper's `h2` 6,200; docs/performance.md). Here one
+`asyncio.Protocol` per connection feeds the bytes to an HTTP/2 state machine and the servicer runs in
+a task of its own; nothing crosses a thread.
+
+The state machine is libnghttp2 (the HTTP/2 engine of curl and of Node.js's `http2`), through
+`ngh2`'s sans-I/O binding: framing, HPACK, flow control, stream states and header validation in C,
+with nghttp2's own defences against CONTINUATION floods, rapid reset and other abuse ("glitch"
+limits). Until 2026-12-08 this was python-hyper's `h2`, whose pure-Python frame handling was ~0.1 ms
+of a unary call's CPU (`ngh2`: ~5 µs; docs/performance.md).
 
 The servicers are the same objects the grpc.aio server and the in-process channel run: generated
 `add_*Servicer_to_server` functions register their method handlers here (`add_registered_method_
@@ -33,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import logging
 import os
 import re
@@ -45,15 +50,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import grpc
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-import hpack.hpack
-import hpack.table
-import hyperframe.frame
+import ngh2
 
 from raven_service.core.deadline import within
 
@@ -67,11 +64,6 @@ _RESERVED = frozenset({b"content-type", b"te", b"grpc-timeout", b"grpc-encoding"
                        b"content-length", b"connection"})
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 _HEADER = struct.Struct(">BI")
-#: h2's own checks of request header blocks cost ~10 % of a unary call's CPU; `_parse_request`
-#: checks what this server relies on instead (see there).
-_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
-                                    normalize_outbound_headers=False, validate_inbound_headers=False,
-                                    normalize_inbound_headers=False)
 _METADATA_NAME = re.compile(rb"[0-9a-z_.\-]+\Z")
 _METADATA_VALUE = re.compile(rb"[\x20-\x7e]*\Z")
 _RESPONSE_HEADERS = ((b":status", b"200"), (b"content-type", b"application/grpc"),
@@ -81,10 +73,24 @@ MAX_CONCURRENT_STREAMS = 1024
 MAX_HEADER_LIST_SIZE = 16 * 1024
 STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
-#: Transport output above this pauses streaming responses until the peer reads.
+#: Transport output above this pauses streaming responses until the peer reads; so does response
+#: data queued on one stream beyond the peer's flow-control window.
 HIGH_WATER = 1024 * 1024
-#: The largest frame accepted: HTTP/2's default SETTINGS_MAX_FRAME_SIZE, which this server keeps.
+#: nghttp2 answers a larger frame with GOAWAY(FRAME_SIZE_ERROR) from its 9-byte header, before
+#: buffering any of it: HTTP/2's default SETTINGS_MAX_FRAME_SIZE, which this server keeps.
 MAX_FRAME_SIZE = 16384
+_CONFIG = ngh2.Configuration(max_inbound_header_list_size=MAX_HEADER_LIST_SIZE)
+_SETTINGS = {
+    ngh2.Setting.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+    ngh2.Setting.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+    ngh2.Setting.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+}
+_NO_ERROR = int(ngh2.ErrorCode.NO_ERROR)
+_PROTOCOL_ERROR = int(ngh2.ErrorCode.PROTOCOL_ERROR)
+_ENHANCE_YOUR_CALM = int(ngh2.ErrorCode.ENHANCE_YOUR_CALM)
+#: A GOAWAY frame (RFC 9113 §6.8): 24-bit length, type, flags, stream 0, last stream id, error code.
+_GOAWAY = struct.Struct(">BHBBIII")
+_H2Error = ngh2.NGH2Error
 
 
 class _Abort(Exception):
@@ -100,90 +106,6 @@ class _Abort(Exception):
 class _CallDetails(NamedTuple):
     method: str
     invocation_metadata: tuple
-
-
-def _cached_huffman(decode: Callable[[Any], bytes], size: int = 2048, longest: int = 512) -> Callable[[Any], bytes]:
-    """hpack's Huffman decoder (a Python loop per byte: 0.1-0.2 ms for one request's header block)
-    with a bounded memo: clients send the same values call after call (the key, the user agent,
-    the content type) but their HPACK encoders often leave them out of the dynamic table
-    (`authorization` is never indexed), so each call would decode them again."""
-    memo: dict[bytes, bytes] = {}
-
-    def decode_huffman(data: Any) -> bytes:
-        key = bytes(data) if data else b""
-        found = memo.get(key)
-        if found is not None:
-            return found
-        out = decode(data)
-        if len(key) <= longest:
-            if len(memo) >= size:
-                memo.clear()
-            memo[key] = out
-        return out
-
-    decode_huffman.cached = True  # type: ignore[attr-defined]
-    return decode_huffman
-
-
-if not getattr(hpack.hpack.decode_huffman, "cached", False):
-    hpack.hpack.decode_huffman = _cached_huffman(hpack.hpack.decode_huffman)  # type: ignore[assignment]
-
-
-def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
-    """An HPACK integer (RFC 7541 §5.1) with the pattern bits `first` in its first byte."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_STATIC_NAMES: dict[bytes, int] = {}
-for _index, (_name, _value) in enumerate(hpack.table.HeaderTable.STATIC_TABLE, 1):
-    _STATIC_NAMES.setdefault(_name, _index)
-_STATUS_200 = b"\x88"  # static entry 8, ":status: 200", indexed
-_TABLE_SIZE_ZERO = b"\x20"  # dynamic table size update to 0 (RFC 7541 §6.3)
-
-
-@functools.lru_cache(maxsize=512)
-def _name_prefix(name: bytes) -> bytes:
-    """The start of a "literal without indexing" field for `name`, up to its value."""
-    index = _STATIC_NAMES.get(name)
-    if index is not None:
-        return _hpack_int(index, 4, 0x00)
-    return b"\x00" + _hpack_int(len(name), 7, 0x00) + name
-
-
-class _StatelessEncoder:
-    """HPACK for the headers this server sends, without a dynamic table: every field is a literal
-    that is not indexed, its name from the static table where it is there, values not Huffman-
-    coded, and the first block tells the peer's decoder the table is 0 bytes. Valid HPACK
-    whatever the peer's table state; hpack's encoder spent ~15 % of a unary call's CPU searching
-    and maintaining a table for values (rate state, ids) that change every call."""
-
-    __slots__ = ("_first",)
-
-    def __init__(self) -> None:
-        self._first = True
-
-    def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = False) -> bytes:
-        parts = []
-        if self._first:
-            self._first = False
-            parts.append(_TABLE_SIZE_ZERO)
-        for name, value in headers:
-            if name == b":status" and value == b"200":
-                parts.append(_STATUS_200)
-                continue
-            parts.append(_name_prefix(name))
-            parts.append(_hpack_int(len(value), 7, 0x00))
-            parts.append(value)
-        return b"".join(parts)
 
 
 def _percent_encode(text: str) -> bytes:
@@ -528,7 +450,7 @@ class _Call:
             if not self.cancelled:  # the server stopping (the client's own cancel needs no answer)
                 self.finish(_Code.UNAVAILABLE, "The server is shutting down", ())
             raise
-        except h2.exceptions.H2Error:  # the stream or the connection closed under the response
+        except _H2Error:  # the stream or the connection closed under the response
             self.finished = True
             self.conn.call_done(self)
         except Exception as exc:  # a handler that raised instead of aborting: no internals in the answer
@@ -564,8 +486,9 @@ class _Call:
             raise _Abort(_Code.RESOURCE_EXHAUSTED, "Sent message larger than max", ())
         if not self.headers_sent:
             self.send_headers(())
-        if not self.conn.send_message(self, data):  # else the status follows in the same write
-            await self.conn.write_message(self, data)
+        # Queued whole (it is within max_send): nghttp2 sends it as the peer's windows allow, and
+        # the status after it, in the same write as the headers when the windows are open.
+        self.conn.h2.send_data(self.stream_id, _HEADER.pack(0, len(data)) + data)
 
     async def _stream_out(self, result: Any) -> None:
         if hasattr(result, "__aiter__"):
@@ -590,7 +513,7 @@ class _Call:
     # ------------------------------------------------------------------ response side
     def send_headers(self, metadata: list[tuple[bytes, bytes]] | tuple) -> None:
         self.headers_sent = True
-        self.conn.h2.send_headers(self.stream_id, [*_RESPONSE_HEADERS, *metadata])
+        self.conn.h2.send_response(self.stream_id, [*_RESPONSE_HEADERS, *metadata])
 
     def fail(self, code: grpc.StatusCode, details: str) -> None:
         """An error found by the protocol side (before or beside the handler)."""
@@ -613,16 +536,20 @@ class _Call:
         status = [(b"grpc-status", b"%d" % _STATUS_NUM[code])]
         if details:
             status.append((b"grpc-message", _percent_encode(details)))
+        h = conn.h2
         try:
             if self.headers_sent:
-                conn.h2.send_headers(self.stream_id, status + extra, end_stream=True)
+                h.send_trailers(self.stream_id, status + extra)
             else:  # trailers-only
-                conn.h2.send_headers(self.stream_id, [*_RESPONSE_HEADERS, *status, *extra], end_stream=True)
-            if not self.input_done and not self.cancelled:
-                # the client may still be sending: tell it to stop (RFC 9113 §8.1)
-                with contextlib.suppress(h2.exceptions.H2Error):
-                    conn.h2.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
+                h.send_response(self.stream_id, [*_RESPONSE_HEADERS, *status, *extra], end_stream=True)
+            if not self.input_done and not self.cancelled and not h.queued_body_size(self.stream_id):
+                # the client may still be sending: tell it to stop (RFC 9113 §8.1), once the
+                # answer is out (nghttp2 drops what a stream still has queued when it is reset).
+                # Not while response data waits for the peer's window.
+                conn.flush()
+                with contextlib.suppress(_H2Error):
+                    h.reset_stream(self.stream_id, _NO_ERROR)
+        except _H2Error:
             pass  # the stream or the connection went away first
         conn.call_done(self)
         conn.flush()
@@ -631,44 +558,23 @@ class _Call:
 _END = object()
 
 
-class _H2Connection(h2.connection.H2Connection):
-    """h2's state machine, remembering fewer closed streams. h2 keeps how each closed stream
-    ended (to tell a late frame on a reset stream, a stream error, from one on an ended stream, a
-    connection error) for the last 65,536 of them per connection: ~7 MiB for every long-lived
-    client connection, measured as RSS growing ~130 bytes per call until the cap. 4,096 covers
-    frames in flight for seconds at thousands of calls per second on one connection."""
-
-    MAX_CLOSED_STREAMS = 4096
-
-    def release(self) -> None:
-        """After the connection is lost: let go of the streams and of the frame dispatch table,
-        whose bound methods make every H2Connection a reference cycle. Freed by reference counting
-        then, at once, rather than at the next full collection, which the server's GC thresholds
-        make rare (`raven_service.server.GC_THRESHOLDS`): that held up to ~0.5 MiB per closed
-        client connection for minutes."""
-        self.streams.clear()
-        self._closed_streams.clear()
-        self._frame_dispatch_table.clear()
-
-
 class _Connection(asyncio.Protocol):
-    """One client connection: h2's state machine fed from the socket, calls by stream id."""
+    """One client connection: nghttp2's state machine fed from the socket, calls by stream id."""
 
     def __init__(self, server: H2GrpcServer) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
-        self.h2 = _H2Connection(config=_CONFIG)
+        self.h2 = ngh2.Connection(ngh2.Role.SERVER, _CONFIG)
         self.calls: dict[int, _Call] = {}
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.closed = False
         self.going_away = False
+        self.last_stream_id = 0  # the highest stream the client opened: what a GOAWAY lets finish
         self._paused = False
         self._drained: asyncio.Event | None = None
         self._waiting: deque[_Call] = deque()
         self.buffered = 0  # request bytes held by this connection's calls, not yet a message
-        self._skip = 24  # the client connection preface, then each frame's payload
-        self._head = bytearray()
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
@@ -686,82 +592,61 @@ class _Connection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=HIGH_WATER)
-        h = self.h2
-        h.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-        })
-        h.encoder.encode = _StatelessEncoder().encode  # type: ignore[method-assign,assignment]
-        h.initiate_connection()
-        h.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.h2.initiate_connection(_SETTINGS)
+        self.h2.set_local_window_size(CONNECTION_WINDOW)
         self.server.connections.add(self)
         self.flush()
 
-    def _frames_fit(self, data: bytes) -> bool:
-        """Follows the frame boundaries of the input: False once a frame declares more than the
-        frame size we allow (h2 would buffer all 16 MiB a length field can claim before checking)."""
-        i, n = 0, len(data)
-        head = self._head
-        while i < n:
-            if self._skip:
-                take = min(self._skip, n - i)
-                self._skip -= take
-                i += take
-                continue
-            need = 9 - len(head)
-            head += data[i:i + need]
-            i += need
-            if len(head) == 9:
-                length = int.from_bytes(head[:3], "big")
-                if length > MAX_FRAME_SIZE:
-                    return False
-                self._skip = length
-                head.clear()
-        return True
-
-    def _protocol_error(self, exc: Exception | None) -> None:
-        log.debug("HTTP/2 protocol error from %s: %s", self.peer, exc)
-        if exc is None:
-            with contextlib.suppress(h2.exceptions.H2Error):
-                self.h2.close_connection(error_code=h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
-        self.flush()  # the GOAWAY h2 queued
-        self.abort_all()
-        if self.transport is not None:
-            self.transport.close()
-
     def data_received(self, data: bytes) -> None:
-        if not self._frames_fit(data):
-            self._protocol_error(None)
-            return
+        h = self.h2
         try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            self._protocol_error(exc)
+            h.receive_data(data)
+        except _H2Error as exc:
+            # nghttp2 queues a GOAWAY itself for a protocol error; what it raises for (a flood of
+            # frames, or state it cannot go on from) leaves the session unusable: the GOAWAY that
+            # says why is written here, then the connection closes.
+            log.debug("HTTP/2 error from %s: %s", self.peer, exc)
+            code = _ENHANCE_YOUR_CALM if isinstance(exc, ngh2.DenialOfServiceError) else _PROTOCOL_ERROR
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(_GOAWAY.pack(0, 8, 7, 0, 0, self.last_stream_id, code))
+            self._end()
             return
+        events: list[Any] = h.events()  # dispatched on their exact type: cheaper than isinstance
         for event in events:
-            if type(event) is h2.events.DataReceived:
-                call = self.calls.get(event.stream_id)
-                if event.flow_controlled_length:
-                    with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                        self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                if call is not None and event.data:
-                    call.feed(event.data)
-            elif type(event) is h2.events.RequestReceived:
-                self._request(event)
-            elif type(event) is h2.events.StreamEnded:
+            kind = type(event)
+            if kind is ngh2.DataReceived:
                 call = self.calls.get(event.stream_id)
                 if call is not None:
-                    call.end_of_input()
-            elif type(event) is h2.events.StreamReset:
+                    if event.data:
+                        call.feed(event.data)
+                    if event.end_stream:
+                        call.end_of_input()
+            elif kind is ngh2.RequestReceived:
+                self._request(event)
+            elif kind is ngh2.StreamReset or kind is ngh2.StreamClosed:
+                # the client reset it, or nghttp2 closed it for a stream error; after the call's
+                # own end (call_done) it is no longer here
                 call = self.calls.pop(event.stream_id, None)
                 if call is not None:
                     call.cancel()
-            elif type(event) is h2.events.WindowUpdated or type(event) is h2.events.RemoteSettingsChanged:
+            elif kind is ngh2.TrailersReceived:  # a request's trailers end its input
+                call = self.calls.get(event.stream_id)
+                if call is not None:
+                    call.end_of_input()
+            elif kind is ngh2.WindowUpdated or kind is ngh2.SettingsReceived:
                 self._wake_writers()
-            elif type(event) is h2.events.ConnectionTerminated:
+            elif kind is ngh2.GoAwayReceived or kind is ngh2.ConnectionClosed:
                 self.going_away = True
         self.flush()
+        if not h.want_read and not h.want_write:  # a GOAWAY went out for a protocol error
+            log.debug("HTTP/2 connection from %s closed by the protocol", self.peer)
+            self._end()
+
+    def _end(self) -> None:
+        self.flush()
+        self.abort_all()
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -771,7 +656,6 @@ class _Connection(asyncio.Protocol):
             self._drained.set()
         self._waiting.clear()
         self.transport = None  # the transport points back at its protocol
-        self.h2.release()
 
     def pause_writing(self) -> None:
         """The peer is not reading: nor do we, until it does (else its PINGs, SETTINGS and
@@ -790,12 +674,14 @@ class _Connection(asyncio.Protocol):
             self._drained.set()
 
     # ------------------------------------------------------------------ calls
-    def _request(self, event: h2.events.RequestReceived) -> None:
+    def _request(self, event: Any) -> None:
         sid = event.stream_id
+        if sid > self.last_stream_id:
+            self.last_stream_id = sid
         request = _parse_request(event.headers or ())
         if request.method != b"POST" or not _is_grpc(request.content_type):
             status = b"405" if request.method != b"POST" else b"415"
-            self._refuse(sid, event.stream_ended is not None, [(b":status", status)])
+            self._refuse(sid, event.end_stream, [(b":status", status)])
             return
         rpc = request.path.decode("ascii", "replace")
         handler = None if self.going_away or self.server.stopping else self.server.handler(rpc, request.metadata)
@@ -809,19 +695,20 @@ class _Connection(asyncio.Protocol):
             self.calls[sid] = call
             if call.messages is not None:  # streaming requests: the handler starts at once
                 call.start(None)
-            if event.stream_ended:
+            if event.end_stream:
                 call.end_of_input()
             return
-        self._refuse(sid, event.stream_ended is not None,
+        self._refuse(sid, event.end_stream,
                      [*_RESPONSE_HEADERS, (b"grpc-status", b"%d" % _STATUS_NUM[code]),
                       (b"grpc-message", _percent_encode(details))])
 
     def _refuse(self, sid: int, ended: bool, headers: list[tuple[bytes, bytes]]) -> None:
         """Answers a stream no handler takes (one HEADERS frame) and stops its body, if any."""
-        self.h2.send_headers(sid, headers, end_stream=True)
-        if not ended:
-            with contextlib.suppress(h2.exceptions.H2Error):
-                self.h2.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
+        with contextlib.suppress(_H2Error):
+            self.h2.send_response(sid, headers, end_stream=True)
+            if not ended:  # after the answer is out: nghttp2 drops a reset stream's queued frames
+                self.flush()
+                self.h2.reset_stream(sid, _NO_ERROR)
 
     def call_done(self, call: _Call) -> None:
         self.calls.pop(call.stream_id, None)
@@ -835,42 +722,34 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ output
     def flush(self) -> None:
-        data = self.h2.data_to_send()
+        try:
+            data = self.h2.data_to_send()
+        except _H2Error:  # the connection is no longer usable (its transport is closing)
+            return
         if data and self.transport is not None and not self.closed and not self.transport.is_closing():
             self.transport.write(data)
 
-    def send_message(self, call: _Call, data: bytes) -> bool:
-        """A unary response's message, if it fits one frame and the windows (the common case:
-        the status then goes in the same write); False leaves it to `write_message`."""
-        h = self.h2
-        size = len(data) + 5
-        if size > h.max_outbound_frame_size or size > h.local_flow_control_window(call.stream_id):
-            return False
-        h.send_data(call.stream_id, _HEADER.pack(0, len(data)) + data)
-        return True
-
     async def write_message(self, call: _Call, data: bytes) -> None:
-        framed = memoryview(_HEADER.pack(0, len(data)) + data)
+        """One message of a streaming response: queued with nghttp2, which sends it within the
+        peer's windows; the writer waits while more than HIGH_WATER of it waits for them, or while
+        the transport's own buffer is full."""
+        if call.finished:
+            raise asyncio.CancelledError
         h = self.h2
         sid = call.stream_id
-        while framed:
-            if call.finished:
-                raise asyncio.CancelledError
-            try:
-                window = min(h.local_flow_control_window(sid), h.max_outbound_frame_size)
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
-                raise asyncio.CancelledError from None
-            if window <= 0:
-                await self._wait_window(call)
-                continue
-            chunk, framed = framed[:window], framed[window:]
-            h.send_data(sid, bytes(chunk))
+        try:
+            h.send_data(sid, _HEADER.pack(0, len(data)) + data)
+        except _H2Error:
+            raise asyncio.CancelledError from None
         self.flush()
+        while not call.finished and h.queued_body_size(sid) > HIGH_WATER:
+            await self._wait_window(call)
+        if call.finished:
+            raise asyncio.CancelledError
         if self._paused:
             await self._wait_drained()
 
     async def _wait_window(self, call: _Call) -> None:
-        self.flush()
         event = call.window = asyncio.Event()
         self._waiting.append(call)
         try:
@@ -896,24 +775,24 @@ class _Connection(asyncio.Protocol):
             raise asyncio.CancelledError
 
     def go_away(self) -> None:
-        """Graceful stop: a GOAWAY tells the client to open no more streams here; the calls in
-        flight go on, and the connection closes (with h2's own GOAWAY) once they are done. The first
-        GOAWAY is written past h2, whose state machine would refuse to send on any stream after it."""
+        """Graceful stop: a GOAWAY tells the client to open no more streams here (nghttp2 ignores
+        any it opens past the last one seen); the calls in flight go on, and the connection closes
+        once they are done."""
         if self.going_away:
             return
         self.going_away = True
+        with contextlib.suppress(_H2Error):
+            self.h2.send_goaway(_NO_ERROR, last_stream_id=self.last_stream_id)
         self.flush()
-        frame = hyperframe.frame.GoAwayFrame(stream_id=0)
-        frame.last_stream_id = self.h2.highest_inbound_stream_id
-        frame.error_code = 0
-        if self.transport is not None and not self.closed:
-            self.transport.write(frame.serialize())
         if not self.calls:
             self._close()
 
     def _close(self) -> None:
-        with contextlib.suppress(h2.exceptions.H2Error):
-            self.h2.close_connection()
+        self.flush()  # what the last calls queued goes first: terminating drops it
+        with contextlib.suppress(_H2Error):
+            if self.h2.queued_body_size():  # waiting for the peer's windows: `data_received`
+                return  # closes once it is out (nghttp2 then wants neither to read nor to write)
+            self.h2.terminate_connection(_NO_ERROR, last_stream_id=self.last_stream_id)
         self.flush()
         if self.transport is not None:
             self.transport.close()
