@@ -35,6 +35,7 @@ class Probe:
         self.started = asyncio.Event()
         self.peers: list[str] = []
         self.metadata: list[tuple] = []
+        self.yielded = 0
 
     async def echo(self, request: bytes, context) -> bytes:
         self.peers.append(context.peer())
@@ -82,6 +83,14 @@ class Probe:
         finally:
             self.ended.append("forever")
 
+    async def flood(self, request: bytes, context):
+        try:
+            while True:
+                self.yielded += 1
+                yield b"f" * (64 * 1024)
+        finally:
+            self.ended.append("flood")
+
     async def joined(self, requests, context):
         parts = [r async for r in requests]
         yield b"+".join(parts)
@@ -92,7 +101,7 @@ def _handlers(p: Probe):
     return grpc.method_handlers_generic_handler(SERVICE, {
         "Echo": u(p.echo, _raw, _raw), "Hold": u(p.hold, _raw, _raw), "Fail": u(p.fail, _raw, _raw),
         "Boom": u(p.boom, _raw, _raw), "Big": u(p.big, _raw, _raw), "Count": s(p.count, _raw, _raw),
-        "Written": s(p.written, _raw, _raw), "Forever": s(p.forever, _raw, _raw),
+        "Written": s(p.written, _raw, _raw), "Forever": s(p.forever, _raw, _raw), "Flood": s(p.flood, _raw, _raw),
         "Joined": grpc.stream_stream_rpc_method_handler(p.joined, _raw, _raw),
     })
 
@@ -548,6 +557,38 @@ async def test_a_settings_flood_closes_the_connection(served):
     assert _goaway_code(received) == 0x0B  # ENHANCE_YOUR_CALM
     assert received.count(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00") <= 1_000  # ACKs: bounded
     assert await _call(channel, "Echo")(b"still") == b"still"
+
+
+async def test_a_stream_the_client_does_not_read_holds_a_bounded_backlog(served):
+    """The client opens a server stream and never grants flow-control window: what the handler
+    yields queues with nghttp2 up to HIGH_WATER, then the handler waits; a reset ends it."""
+    server, port, _, probe = served
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        conn.initiate_connection()
+        conn.send_headers(1, _request_headers(f"/{SERVICE}/Flood"))
+        conn.send_data(1, _frame(b""), end_stream=True)
+        await asyncio.to_thread(sock.sendall, conn.data_to_send())
+        for _ in range(500):
+            server_conn = next(iter(server.connections), None)
+            if server_conn is not None and server_conn._waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert server_conn is not None and server_conn._waiting  # the handler waits for the peer
+        queued = server_conn.h2.queued_body_size(1)
+        assert h2grpc.HIGH_WATER < queued <= h2grpc.HIGH_WATER + 64 * 1024 + 5
+        yielded = probe.yielded
+        assert yielded <= (h2grpc.HIGH_WATER + 65_535) // (64 * 1024) + 2
+        await asyncio.sleep(0.05)
+        assert probe.yielded == yielded  # and stays waiting
+        conn.reset_stream(1)
+        await asyncio.to_thread(sock.sendall, conn.data_to_send())
+        for _ in range(500):
+            if probe.ended:
+                break
+            await asyncio.sleep(0.01)
+        assert probe.ended == ["flood"] and server_conn.calls == {} and not server_conn._waiting
+        assert server_conn.h2.queued_body_size() == 0
 
 
 async def test_a_unix_socket_listener_serves_and_its_file_goes_at_stop(tmp_path):
