@@ -503,8 +503,8 @@ def _rapid_reset(port: int, count: int) -> tuple[int, bytes]:
 async def test_rapid_reset_closes_the_connection_and_leaves_no_call_behind(served):
     """Each reset stream would otherwise cost a handler start and cancel for free: nghttp2's reset
     rate limit (1,000 at once, then 33 a second) ends the connection with GOAWAY."""
-    server, port, channel, probe = served
-    sent, received = await asyncio.to_thread(_rapid_reset, port, 20_000)
+    server, port, channel, _ = served
+    _, received = await asyncio.to_thread(_rapid_reset, port, 20_000)
     assert _goaway_code(received) not in (None, 0)  # an error GOAWAY (nghttp2 says INTERNAL_ERROR)
     for _ in range(200):
         if all(not c.calls for c in server.connections) and not server._tasks:
@@ -589,6 +589,26 @@ async def test_a_stream_the_client_does_not_read_holds_a_bounded_backlog(served)
             await asyncio.sleep(0.01)
         assert probe.ended == ["flood"] and server_conn.calls == {} and not server_conn._waiting
         assert server_conn.h2.queued_body_size() == 0
+
+
+def _oversized_headers(port: int) -> bytes:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        conn.initiate_connection()
+        big = [(b"x-big-%d" % i, b"v" * 1000) for i in range(20)]  # 20 KiB against the 16 KiB advertised
+        conn.send_headers(1, [*_request_headers(f"/{SERVICE}/Echo"), *big], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        return _until_closed(sock)
+
+
+async def test_a_header_block_over_the_advertised_limit_closes_the_connection(served):
+    """SETTINGS_MAX_HEADER_LIST_SIZE is 16 KiB; a client past it (a well-behaved one fails the call
+    itself) gets GOAWAY, nothing of it is decoded further, and the handler never runs."""
+    _server, port, channel, probe = served
+    received = await asyncio.to_thread(_oversized_headers, port)
+    assert _goaway_code(received) == 0x0B  # ENHANCE_YOUR_CALM
+    assert probe.metadata == []
+    assert await _call(channel, "Echo")(b"still") == b"still"
 
 
 async def test_a_unix_socket_listener_serves_and_its_file_goes_at_stop(tmp_path):
