@@ -67,6 +67,15 @@ async def test_grpc_cancel_storm_settles_every_admitted_request(tmp_path) -> Non
 
             async def one(i: int) -> None:
                 delay = rng.choice([0.0, 0.0, 0.001, 0.005, 0.02, 0.05, 0.1, 0.3])
+                if i % 4 == 1:
+                    # Cancelled after its first message: certainly admitted, whatever the timing
+                    # (twice in CI the random delays alone all fell before admission).
+                    call = stub.StreamChatCompletion(
+                        chat_service_pb2.StreamChatCompletionRequest(model=CHAT, messages=msgs, max_tokens=200),
+                        metadata=meta)
+                    await call.read()
+                    call.cancel()
+                    return
                 if i % 2:
                     call = stub.StreamChatCompletion(
                         chat_service_pb2.StreamChatCompletionRequest(model=CHAT, messages=msgs, max_tokens=200),
@@ -90,11 +99,15 @@ async def test_grpc_cancel_storm_settles_every_admitted_request(tmp_path) -> Non
                 except (asyncio.CancelledError, grpc.aio.AioRpcError):
                     pass
 
+            # One whole request first, as in the REST storm: the key's credit slice is leased and the
+            # path is warm, so the storm's delays reach requests in flight.
+            await stub.CreateChatCompletion(
+                chat_service_pb2.CreateChatCompletionRequest(model=CHAT, messages=msgs, max_tokens=5), metadata=meta)
             await asyncio.gather(*(one(i) for i in range(120)))
             records = await _settled_books(svc.services, key_id)
         statuses = {r.status for r in records}
         assert "cancelled" in statuses  # the storm did hit in-flight requests
-        assert svc.services.admitter.admitted_count > 0
+        assert svc.services.admitter.admitted_count >= 31  # the warm-up and the streams cancelled mid-way
 
 
 async def test_rest_cancel_storm_settles_every_admitted_request(tmp_path) -> None:
